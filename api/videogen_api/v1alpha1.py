@@ -17,7 +17,7 @@ import json
 import re
 from datetime import datetime
 from enum import IntEnum, StrEnum
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 from pydantic.alias_generators import to_camel
