@@ -1,0 +1,287 @@
+"""Pure builders for every object the operator creates. No API calls here.
+
+Names are deterministic (derived from the VideoGenJob's name and uid), so a
+restarted operator finds what it created instead of creating it twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from videogen_api import v1alpha1 as api
+from videogen_operator.settings import OperatorSettings
+
+RUNNER_CONTAINER = "runner"
+HF_SUBDIR = "hf"
+MAX_NAME = 63
+
+
+@dataclass(frozen=True)
+class JobRef:
+    """The identity of one VideoGenJob, as the builders need it."""
+
+    namespace: str
+    name: str
+    uid: str
+
+    @property
+    def owner_reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": api.API_VERSION,
+            "kind": api.KIND,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+def child_name(ref: JobRef, suffix: str = "") -> str:
+    """`<name>-<uid8>[-suffix]`, at most 63 characters, stable for this object.
+
+    The uid part keeps a re-created VideoGenJob of the same name from adopting
+    the previous incarnation's Job while the garbage collector still removes it."""
+    tail = f"-{ref.uid.replace('-', '')[:8]}" + (f"-{suffix}" if suffix else "")
+    head = ref.name[: MAX_NAME - len(tail)].rstrip("-.")
+    return f"{head}{tail}"
+
+
+def runner_service_account_name(ref: JobRef, settings: OperatorSettings) -> str:
+    return settings.runner_service_account or child_name(ref, "runner")
+
+
+def labels(ref: JobRef, digest: str) -> dict[str, str]:
+    return {
+        api.LABEL_JOB_NAME: api.label_safe(ref.name),
+        api.LABEL_JOB_UID: ref.uid,
+        api.LABEL_SPEC_HASH: digest,
+        api.LABEL_MANAGED_BY: api.MANAGED_BY,
+        api.LABEL_COMPONENT: "runner",
+    }
+
+
+def _metadata(ref: JobRef, name: str, digest: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": ref.namespace,
+        "labels": labels(ref, digest),
+        "ownerReferences": [ref.owner_reference],
+    }
+
+
+def resolve_output(ref: JobRef, spec: api.VideoGenJobSpec, settings: OperatorSettings, digest: str) -> tuple[str, str]:
+    """Bucket and key of the video: the spec's, else the operator's defaults."""
+    bucket = spec.output.bucket or settings.s3_bucket
+    if not bucket:
+        raise ValueError("spec.output.bucket: not set and the operator has no default bucket (s3Bucket)")
+    key = spec.output.key or api.default_output_key(ref.namespace, ref.name, digest, spec.output.format)
+    return bucket, key
+
+
+def _runner_env(
+    ref: JobRef, spec: api.VideoGenJobSpec, settings: OperatorSettings, bucket: str, key: str
+) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": api.ENV_SPEC, "value": json.dumps(spec.to_wire(), separators=(",", ":"))},
+        {"name": api.ENV_JOB_NAMESPACE, "value": ref.namespace},
+        {"name": api.ENV_JOB_NAME, "value": ref.name},
+        {"name": api.ENV_JOB_UID, "value": ref.uid},
+        {"name": api.ENV_OUTPUT_BUCKET, "value": bucket},
+        {"name": api.ENV_OUTPUT_KEY, "value": key},
+        {"name": api.ENV_MODEL_CACHE, "value": settings.model_cache.mount_path},
+        {"name": "HF_HOME", "value": f"{settings.model_cache.mount_path}/{HF_SUBDIR}"},
+        {"name": "HF_HUB_OFFLINE", "value": "1"},
+        {"name": "AWS_REGION", "value": settings.s3_region},
+        {"name": "VIDEOGEN_S3_ADDRESSING_STYLE", "value": settings.s3_addressing_style},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
+    if settings.s3_endpoint:
+        env.append({"name": "AWS_ENDPOINT_URL", "value": settings.s3_endpoint})
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        env.append({"name": var, "valueFrom": {"secretKeyRef": {"name": settings.s3_secret_name, "key": var}}})
+    env.extend({"name": k, "value": v} for k, v in sorted(settings.extra_runner_env.items()))
+    return env
+
+
+def _model_cache_volume(settings: OperatorSettings) -> dict[str, Any]:
+    cache = settings.model_cache
+    if cache.type == "pvc":
+        return {"name": "model-cache", "persistentVolumeClaim": {"claimName": cache.claim_name}}
+    if cache.type == "hostPath":
+        return {"name": "model-cache", "hostPath": {"path": cache.host_path, "type": "DirectoryOrCreate"}}
+    return {"name": "model-cache", "emptyDir": {}}
+
+
+def _tolerations(spec: api.VideoGenJobSpec, settings: OperatorSettings) -> list[dict[str, Any]]:
+    gpu_toleration = {"key": _gpu_resource(spec, settings), "operator": "Exists", "effect": "NoSchedule"}
+    user = [t.to_wire() for t in spec.resources.tolerations or []]
+    return [gpu_toleration, *settings.default_tolerations, *user]
+
+
+def _gpu_resource(spec: api.VideoGenJobSpec, settings: OperatorSettings) -> str:
+    return spec.resources.gpu_resource_name or settings.gpu_resource_name
+
+
+def build_job(
+    ref: JobRef,
+    spec: api.VideoGenJobSpec,
+    settings: OperatorSettings,
+    digest: str,
+    *,
+    suspend: bool = False,
+) -> dict[str, Any]:
+    """The batch/v1 Job that runs the runner once (plus retries) on one GPU pod."""
+    bucket, key = resolve_output(ref, spec, settings, digest)
+    gpu = _gpu_resource(spec, settings)
+    gpus = str(spec.resources.gpus)
+    resources: dict[str, Any] = {
+        "requests": {"cpu": settings.runner_cpu_request, "memory": settings.runner_memory_request, gpu: gpus},
+        "limits": {gpu: gpus},
+    }
+    if settings.runner_memory_limit:
+        resources["limits"]["memory"] = settings.runner_memory_limit
+    pod_labels = labels(ref, digest)
+    job_labels = dict(pod_labels)
+    if spec.queue_name:
+        job_labels[api.KUEUE_QUEUE_LABEL] = spec.queue_name
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "serviceAccountName": runner_service_account_name(ref, settings),
+        "automountServiceAccountToken": True,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": settings.termination_grace_seconds,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 65532,
+            "runAsGroup": 65532,
+            "fsGroup": 65532,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "nodeSelector": {**settings.default_node_selector, **(spec.resources.node_selector or {})},
+        "tolerations": _tolerations(spec, settings),
+        "containers": [
+            {
+                "name": RUNNER_CONTAINER,
+                "image": settings.runner_image,
+                "imagePullPolicy": settings.runner_image_pull_policy,
+                "command": list(settings.runner_command),
+                "env": _runner_env(ref, spec, settings, bucket, key),
+                "resources": resources,
+                "terminationMessagePath": api.DEFAULT_TERMINATION_LOG,
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "readOnlyRootFilesystem": True,
+                    "capabilities": {"drop": ["ALL"]},
+                },
+                "volumeMounts": [
+                    {"name": "model-cache", "mountPath": settings.model_cache.mount_path},
+                    {"name": "tmp", "mountPath": "/tmp"},
+                ],
+            }
+        ],
+        "volumes": [_model_cache_volume(settings), {"name": "tmp", "emptyDir": {}}],
+    }
+    if spec.resources.affinity:
+        pod_spec["affinity"] = spec.resources.affinity
+    if spec.resources.priority_class_name:
+        pod_spec["priorityClassName"] = spec.resources.priority_class_name
+    if settings.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": s} for s in settings.image_pull_secrets]
+    if not pod_spec["nodeSelector"]:
+        del pod_spec["nodeSelector"]
+    non_retryable = sorted(int(c) for c in api.NON_RETRYABLE_EXIT_CODES)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {**_metadata(ref, child_name(ref), digest), "labels": job_labels},
+        "spec": {
+            "suspend": suspend,
+            "backoffLimit": spec.retries,
+            "activeDeadlineSeconds": spec.timeout_seconds,
+            "ttlSecondsAfterFinished": settings.job_ttl_seconds,
+            "podReplacementPolicy": "Failed",
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {
+                            "containerName": RUNNER_CONTAINER,
+                            "operator": "In",
+                            "values": non_retryable,
+                        },
+                    },
+                    # Node drains and preemption are not the runner's fault.
+                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+                ]
+            },
+            "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
+        },
+    }
+
+
+def build_runner_service_account(ref: JobRef, digest: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _metadata(ref, child_name(ref, "runner"), digest),
+        "automountServiceAccountToken": True,
+    }
+
+
+def build_runner_role(ref: JobRef, digest: str) -> dict[str, Any]:
+    """The runner may read and patch the status of its own VideoGenJob, nothing else."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": _metadata(ref, child_name(ref, "runner"), digest),
+        "rules": [
+            {
+                "apiGroups": [api.GROUP],
+                "resources": [f"{api.PLURAL}/status"],
+                "resourceNames": [ref.name],
+                "verbs": ["get", "patch"],
+            }
+        ],
+    }
+
+
+def build_runner_role_binding(ref: JobRef, digest: str, settings: OperatorSettings) -> dict[str, Any]:
+    name = child_name(ref, "runner")
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _metadata(ref, name, digest),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [
+            {
+                "kind": "ServiceAccount",
+                "name": runner_service_account_name(ref, settings),
+                "namespace": ref.namespace,
+            }
+        ],
+    }
+
+
+def build_secret_copy(source: dict[str, Any], namespace: str) -> dict[str, Any]:
+    """A copy of the operator's S3 credentials Secret for a job namespace."""
+    meta = source.get("metadata", {})
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": meta["name"],
+            "namespace": namespace,
+            "labels": {api.LABEL_MANAGED_BY: api.MANAGED_BY},
+            "annotations": {f"{api.GROUP}/copied-from": f"{meta.get('namespace')}/{meta['name']}"},
+        },
+        "type": source.get("type", "Opaque"),
+        "data": dict(source.get("data") or {}),
+    }
+
+
+def fingerprint(obj: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]

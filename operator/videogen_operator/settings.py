@@ -1,0 +1,137 @@
+"""Operator settings: environment variables, optionally overlaid on a YAML/JSON
+file mounted from a ConfigMap (VIDEOGEN_CONFIG_FILE).
+
+Precedence: built-in default < config file < environment variable, so a Helm
+value can be overridden per deployment without editing the ConfigMap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+ENV_PREFIX = "VIDEOGEN_"
+ENV_CONFIG_FILE = "VIDEOGEN_CONFIG_FILE"
+
+
+class ModelCacheVolume(BaseModel):
+    """Where runners keep downloaded models (mounted at `mountPath`, HF_HOME below it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["pvc", "hostPath", "emptyDir"] = "emptyDir"
+    claim_name: str | None = None
+    host_path: str | None = None
+    mount_path: str = "/models"
+
+
+class OperatorSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    namespaces: list[str] = Field(default_factory=list, description="Namespaces to watch; empty means all.")
+    operator_namespace: str = "videogen-system"
+    max_running: int = Field(8, ge=0, description="Cap on concurrently running jobs, cluster-wide; 0 = no cap.")
+    max_running_per_namespace: int = Field(0, ge=0, description="Cap per namespace; 0 = no cap.")
+    runner_image: str = "ghcr.io/videogen/videogen-runner:0.1.0"
+    runner_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    runner_command: list[str] = Field(default_factory=lambda: ["videogen-runner"])
+    runner_service_account: str | None = Field(
+        None,
+        description="Use this ServiceAccount for every runner instead of a per-job one (e.g. for cloud IAM).",
+    )
+    image_pull_secrets: list[str] = Field(default_factory=list)
+    gpu_resource_name: str = "nvidia.com/gpu"
+    max_gpus_per_job: int = Field(8, ge=1)
+    default_node_selector: dict[str, str] = Field(default_factory=dict)
+    default_tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    runner_cpu_request: str = "2"
+    runner_memory_request: str = "16Gi"
+    runner_memory_limit: str | None = None
+    s3_endpoint: str | None = None
+    s3_region: str = "us-east-1"
+    s3_bucket: str | None = None
+    s3_addressing_style: Literal["path", "virtual", "auto"] = "path"
+    s3_secret_name: str = Field(
+        "videogen-s3",
+        description=(
+            "Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY. Looked up in the job's namespace; "
+            "when absent there it is copied from the operator's namespace."
+        ),
+    )
+    model_cache: ModelCacheVolume = Field(default_factory=ModelCacheVolume)
+    job_ttl_seconds: int = Field(3600, ge=0, description="ttlSecondsAfterFinished of runner Jobs (never the CR).")
+    cancel_grace_seconds: int = Field(3600, ge=0, description="A job suspended for longer than this ends as Cancelled.")
+    cache_enabled: bool = True
+    status_min_interval_seconds: float = Field(2.0, ge=0)
+    resync_seconds: float = Field(5.0, gt=0, description="Period of the queue and deadline sweep.")
+    termination_grace_seconds: int = 30
+    extra_runner_env: dict[str, str] = Field(default_factory=dict)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    liveness_port: int = 8080
+    peering_name: str = "videogen-operator"
+
+    @property
+    def clusterwide(self) -> bool:
+        return not self.namespaces
+
+
+# Environment variable -> field. Lists and mappings are JSON; everything else is a plain string.
+_ENV_FIELDS = {
+    f"{ENV_PREFIX}{name.upper()}": name for name in OperatorSettings.model_fields if name not in {"model_cache"}
+}
+
+
+def _parse_env_value(field: str, raw: str) -> Any:
+    annotation = str(OperatorSettings.model_fields[field].annotation)
+    if field == "namespaces" and not raw.lstrip().startswith("["):
+        return [ns.strip() for ns in raw.split(",") if ns.strip()]
+    if field == "runner_command" and not raw.lstrip().startswith("["):
+        return raw.split()
+    if any(t in annotation for t in ("list", "dict")):
+        return json.loads(raw)
+    return raw
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> OperatorSettings:
+    """Build settings from the config file and environment; raise ValueError naming the bad key."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    config_file = env.get(ENV_CONFIG_FILE)
+    if config_file:
+        raw = yaml.safe_load(Path(config_file).read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ValueError(f"{config_file}: expected a mapping of settings")
+        values.update(_snake_keys(raw))
+    for var, field in _ENV_FIELDS.items():
+        if var in env:
+            try:
+                values[field] = _parse_env_value(field, env[var])
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{var}: not valid JSON ({err})") from err
+    cache_env = {k: v for k, v in env.items() if k.startswith(f"{ENV_PREFIX}MODEL_CACHE_")}
+    if cache_env:
+        cache = dict(values.get("model_cache", {}))
+        for var, value in cache_env.items():
+            cache[var.removeprefix(f"{ENV_PREFIX}MODEL_CACHE_").lower()] = value
+        values["model_cache"] = cache
+    try:
+        return OperatorSettings.model_validate(values)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ValueError(f"invalid operator setting {where}: {first['msg']}") from err
+
+
+def _snake_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """The ConfigMap uses camelCase like the Helm values; accept both spellings."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in key).lstrip("_")
+        out[snake] = _snake_keys(value) if isinstance(value, dict) and snake == "model_cache" else value
+    return out
