@@ -17,6 +17,7 @@ from videogen_operator.settings import OperatorSettings
 RUNNER_CONTAINER = "runner"
 HF_SUBDIR = "hf"
 MAX_NAME = 63
+OWNER_ANNOTATION = f"{api.GROUP}/owner"
 
 
 @dataclass(frozen=True)
@@ -63,11 +64,17 @@ def labels(ref: JobRef, digest: str) -> dict[str, str]:
     }
 
 
+def owner_annotations(ref: JobRef) -> dict[str, str]:
+    """The exact owner name (labels may only hold a truncated, sanitised copy)."""
+    return {OWNER_ANNOTATION: ref.name}
+
+
 def _metadata(ref: JobRef, name: str, digest: str) -> dict[str, Any]:
     return {
         "name": name,
         "namespace": ref.namespace,
         "labels": labels(ref, digest),
+        "annotations": owner_annotations(ref),
         "ownerReferences": [ref.owner_reference],
     }
 
@@ -218,7 +225,10 @@ def build_job(
                     {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
                 ]
             },
-            "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
+            "template": {
+                "metadata": {"labels": pod_labels, "annotations": owner_annotations(ref)},
+                "spec": pod_spec,
+            },
         },
     }
 
