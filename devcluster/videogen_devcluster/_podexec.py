@@ -1,0 +1,119 @@
+"""Runs one container's process: private mount namespace, bind mounts, then exec.
+
+Started by the local GPU node agent as ``python -I _podexec.py SPEC.json`` (by file path, so the package
+and its heavy imports are not loaded), or ``--probe`` to learn whether mount namespaces work here. Only
+the standard library may be imported. The spec file is deleted once read: it holds the pod's environment,
+which may include secrets.
+
+Exit status 128 (what container runtimes report for a failed start) means the container could not be
+started; the reason is written to the spec's ``start_error_file``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import sys
+from typing import Any
+
+CLONE_NEWNS = 0x00020000
+MS_RDONLY = 0x1
+MS_REMOUNT = 0x20
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
+START_ERROR_STATUS = 128
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"{what}: {os.strerror(errno)}")
+
+
+def _mount(source: str | None, target: str, flags: int) -> None:
+    _check(
+        _libc.mount(
+            source.encode() if source is not None else b"none",
+            target.encode(),
+            None,
+            ctypes.c_ulong(flags),
+            None,
+        ),
+        f"mount {source} on {target}",
+    )
+
+
+def enter_private_mount_namespace() -> None:
+    _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    # Without this our bind mounts would propagate back to the host's shared mounts.
+    _mount(None, "/", MS_REC | MS_PRIVATE)
+
+
+def _ensure_mount_point(source: str, target: str) -> None:
+    # Mount points are created on the host filesystem (a mount namespace does not isolate files), as
+    # container runtimes do inside the image; they are left empty once the pod's namespace is gone.
+    if os.path.isdir(source):
+        os.makedirs(target, exist_ok=True)
+    elif not os.path.exists(target):
+        os.makedirs(os.path.dirname(target) or "/", exist_ok=True)
+        with open(target, "a"):
+            pass
+
+
+def bind(source: str, target: str, read_only: bool) -> None:
+    _ensure_mount_point(source, target)
+    _mount(source, target, MS_BIND | MS_REC)
+    if read_only:
+        _mount(None, target, MS_BIND | MS_REMOUNT | MS_RDONLY)
+
+
+def run(spec: dict[str, Any]) -> None:
+    if spec.get("private_mounts", True):
+        enter_private_mount_namespace()
+        # Parents first, so a nested mountPath lands inside its parent volume, not under it.
+        for m in sorted(spec.get("mounts", []), key=lambda m: m["target"].rstrip("/").count("/")):
+            bind(m["source"], m["target"], bool(m.get("read_only")))
+    cwd = spec.get("cwd")
+    if cwd:
+        os.makedirs(cwd, exist_ok=True)
+        os.chdir(cwd)
+    argv: list[str] = spec["argv"]
+    env: dict[str, str] = spec["env"]
+    os.execvpe(argv[0], argv, env)
+
+
+def probe() -> int:
+    try:
+        enter_private_mount_namespace()
+    except OSError as e:
+        print(e, file=sys.stderr)
+        return 1
+    return 0
+
+
+def main() -> int:
+    if sys.argv[1:] == ["--probe"]:
+        return probe()
+    spec_path = sys.argv[1]
+    with open(spec_path) as f:
+        spec = json.load(f)
+    os.unlink(spec_path)
+    try:
+        run(spec)
+    except Exception as e:
+        message = f"failed to start container process {spec.get('argv')}: {e}"
+        print(message, file=sys.stderr, flush=True)
+        error_file = spec.get("start_error_file")
+        if error_file:
+            with open(error_file, "w") as f:
+                f.write(message)
+        return START_ERROR_STATUS
+    return START_ERROR_STATUS  # not reached: exec replaced this process
+
+
+if __name__ == "__main__":
+    sys.exit(main())
