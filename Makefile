@@ -30,6 +30,7 @@ binaries:
 
 crds: venv
 	$(PY) -m videogen_api.crd --out crds/videogenjobs.yaml
+	cp crds/videogenjobs.yaml crds/kopf-peering.yaml charts/videogen-operator/crds/
 
 lint: venv
 	$(PY) -m ruff check .
