@@ -531,7 +531,7 @@ class VideoGenJobSpec(_Model):
     )
     timeout_seconds: int = Field(
         3600,
-        ge=60,
+        ge=10,
         le=MAX_TIMEOUT_SECONDS,
         description="Wall-clock limit of the whole run once started; past it the job fails with DeadlineExceeded.",
     )
