@@ -95,6 +95,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.posting.reporting_component = "videogen-operator"
     settings.peering.name = ours.peering_name
     settings.peering.clusterwide = ours.clusterwide
+    # A crashed replica leaves its peering record behind; its replacement pauses
+    # until that record expires, so keep the lifetime short.
+    settings.peering.lifetime = ours.peering_lifetime_seconds
     settings.execution.max_workers = 16
     runtime = await asyncio.to_thread(Runtime, ours)
     runtime.loop = asyncio.get_running_loop()

@@ -75,6 +75,9 @@ class OperatorSettings(BaseModel):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     liveness_port: int = 8080
     peering_name: str = "videogen-operator"
+    peering_lifetime_seconds: int = Field(
+        30, ge=5, description="How long a silent peer counts as alive; bounds the pause after a crash."
+    )
 
     @property
     def clusterwide(self) -> bool:
