@@ -90,6 +90,7 @@ def pods(core_v1: CoreV1Api, gpu_node: LocalGpuNode, namespace: str) -> Pods:
 
 def condition(pod: JSON, kind: str) -> JSON:
     (found,) = [c for c in pod["status"].get("conditions", []) if c["type"] == kind]
+    assert isinstance(found, dict)
     return found
 
 
