@@ -1,0 +1,161 @@
+"""Running the pipeline: denoising with a per-step callback, then frames one by one.
+
+For Wan (the main family) the latents are decoded by the runner itself, one
+latent frame (4 video frames) at a time, with the same causal cache the VAE
+uses internally: frames go to the encoder as they are decoded and the whole
+video never exists as one float array. Other families, tiled decodes and the
+layer-wise offload modes use the pipeline's own decode (`output_type="np"`)
+and are fed to the encoder frame by frame from that array.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from videogen_api import v1alpha1 as api
+
+from .memory import MemoryPlan
+from .models import LoadedModel
+from .presets import Family, GenerationParams
+
+log = logging.getLogger(__name__)
+
+# Test-only: sleep this long after each denoising step so a test can watch progress move.
+ENV_TEST_STEP_DELAY = "VIDEOGEN_TEST_STEP_DELAY_SECONDS"
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt: str
+    negative_prompt: str | None
+    params: GenerationParams
+    image: Image.Image | None = None
+
+
+@dataclass
+class Frames:
+    """The generated video as a one-pass iterator of HxWx3 frames (float 0..1)."""
+
+    iterator: Iterator[np.ndarray[Any, Any]]
+    expected: int
+    streamed: bool
+
+
+def _can_stream_wan_decode(loaded: LoadedModel, plan: MemoryPlan) -> bool:
+    vae = getattr(loaded.pipe, "vae", None)
+    if loaded.info.family is not Family.WAN or vae is None:
+        return False
+    needed = ("clear_cache", "decoder", "post_quant_conv", "_feat_map")
+    if not all(hasattr(vae, name) for name in needed) or getattr(vae, "use_tiling", False):
+        return False
+    # Group and sequential offload attach hooks inside the VAE that expect its own decode().
+    return (not plan.on_cuda) or plan.mode in (api.MemoryMode.NONE, api.MemoryMode.MODEL_OFFLOAD)
+
+
+def stream_wan_decode(vae: Any, latents: Any) -> Iterator[np.ndarray[Any, Any]]:
+    """AutoencoderKLWan._decode, yielding frames per latent frame instead of concatenating them all."""
+    import torch
+
+    hook = getattr(vae, "_hf_hook", None)
+    if hook is not None and hasattr(hook, "pre_forward"):
+        # What decode()'s apply_forward_hook does: bring an offloaded VAE onto the GPU.
+        hook.pre_forward(vae)
+    device = next(vae.parameters()).device
+    latents = latents.to(device, dtype=vae.dtype)
+    z_dim = vae.config.z_dim
+    mean = torch.tensor(vae.config.latents_mean).view(1, z_dim, 1, 1, 1).to(latents.device, latents.dtype)
+    inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, z_dim, 1, 1, 1).to(latents.device, latents.dtype)
+    latents = latents / inv_std + mean
+    patch_size = vae.config.get("patch_size")
+    with torch.inference_mode():
+        vae.clear_cache()
+        try:
+            x = vae.post_quant_conv(latents)
+            for i in range(x.shape[2]):
+                vae._conv_idx = [0]
+                out = vae.decoder(
+                    x[:, :, i : i + 1], feat_cache=vae._feat_map, feat_idx=vae._conv_idx, first_chunk=(i == 0)
+                )
+                if patch_size is not None:
+                    from diffusers.models.autoencoders import autoencoder_kl_wan
+
+                    unpatchify: Any = autoencoder_kl_wan.unpatchify
+                    out = unpatchify(out, patch_size=patch_size)
+                # [-1, 1] -> [0, 1], (B, C, T, H, W) -> T x (H, W, C), as VideoProcessor.postprocess_video does.
+                chunk = (out.clamp(-1.0, 1.0)[0] / 2 + 0.5).clamp(0, 1).permute(1, 2, 3, 0).float().cpu().numpy()
+                del out
+                yield from chunk
+        finally:
+            vae.clear_cache()
+
+
+def _pipeline_kwargs(loaded: LoadedModel, request: GenerationRequest, output_type: str) -> dict[str, Any]:
+    import torch
+
+    p = request.params
+    accepted = loaded.info.call_parameters
+    kwargs: dict[str, Any] = {
+        "prompt": request.prompt,
+        "height": p.height,
+        "width": p.width,
+        "num_frames": p.num_frames,
+        "num_inference_steps": p.steps,
+        "guidance_scale": p.guidance_scale,
+        # A CPU generator gives the same noise on any GPU: a seed reproduces across nodes.
+        "generator": torch.Generator(device="cpu").manual_seed(p.seed),
+        "output_type": output_type,
+    }
+    if request.negative_prompt and "negative_prompt" in accepted:
+        kwargs["negative_prompt"] = request.negative_prompt
+    if request.image is not None:
+        kwargs["image"] = request.image
+    if "frame_rate" in accepted:
+        # LTX conditions its positional embedding on the frame rate.
+        kwargs["frame_rate"] = p.fps
+    return {k: v for k, v in kwargs.items() if k in accepted or k == "prompt"}
+
+
+def generate(
+    loaded: LoadedModel,
+    request: GenerationRequest,
+    plan: MemoryPlan,
+    on_step: Callable[[int, int], None],
+    env: Mapping[str, str] | None = None,
+) -> Frames:
+    """Denoise, reporting every step; return the frames as an iterator."""
+    env = os.environ if env is None else env
+    pipe = loaded.pipe
+    total = request.params.steps
+    step_delay = float(env.get(ENV_TEST_STEP_DELAY, "0") or 0)
+    stream = _can_stream_wan_decode(loaded, plan)
+    kwargs = _pipeline_kwargs(loaded, request, "latent" if stream else "np")
+
+    def callback(_pipe: Any, step_index: int, _timestep: Any, _tensors: dict[str, Any]) -> dict[str, Any]:
+        on_step(min(step_index + 1, total), total)
+        if step_delay > 0:
+            time.sleep(step_delay)
+        return {}
+
+    if "callback_on_step_end" in loaded.info.call_parameters:
+        kwargs["callback_on_step_end"] = callback
+    else:
+        log.warning("%s has no callback_on_step_end: progress will jump from 0 to done", loaded.info.class_name)
+
+    import torch
+
+    with torch.inference_mode():
+        output = pipe(**kwargs)
+    video = output.frames
+    if stream:
+        log.info("decoding latents %s in a stream (one latent frame at a time)", tuple(video.shape))
+        return Frames(iterator=stream_wan_decode(pipe.vae, video), expected=request.params.num_frames, streamed=True)
+    array = video[0] if isinstance(video, np.ndarray) and video.ndim == 5 else np.asarray(video[0])
+    return Frames(iterator=iter(array), expected=int(array.shape[0]), streamed=False)

@@ -1,0 +1,290 @@
+"""Tiny random-weight pipelines of real families, built offline, for tests and demos.
+
+They go through every production loading path (a save_pretrained directory, the
+Hugging Face cache layout, an s3:// prefix) and generate 64x64 video in seconds
+on a CPU. Shapes follow diffusers' own fast tests; the text encoder and
+tokenizer, which those tests fetch from the Hub, are built here instead
+(a WordLevel tokenizer and a T5/UMT5 encoder with d_model 32).
+
+    python -m videogen_runner.tiny_models --family wan-t2v --out DIR \
+        [--hf-cache HF_HOME --repo-id org/name] [--s3-uri s3://bucket/prefix]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+FAMILIES = ("wan-t2v", "wan-i2v", "ltx")
+SEED = 0
+TEXT_DIM = 32
+
+# Enough words that demo prompts tokenize to something other than <unk>.
+_WORDS = (
+    "a an the of in on at with and to from over under near by is are "
+    "cat dog bird fish horse fox person child robot car boat train tree flower "
+    "runs walks flies swims jumps dances sits sleeps plays rides "
+    "beach sea ocean river lake forest city street mountain snow rain sky sunset night day "
+    "red orange yellow green blue purple black white golden bright dark slow fast small big "
+    "camera shot close wide cinematic video"
+).split()
+
+
+def _seeded() -> None:
+    import torch
+
+    torch.manual_seed(SEED)
+
+
+def build_tokenizer() -> Any:
+    """A T5-like tokenizer (pad=0, eos=1, unk=2) that needs no download."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+    for word in _WORDS:
+        vocab.setdefault(word, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.normalizer = None
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=512
+    )
+
+
+def _text_encoder(kind: str, vocab_size: int) -> Any:
+    from transformers import T5Config, T5EncoderModel, UMT5Config, UMT5EncoderModel
+
+    _seeded()
+    common = {
+        "vocab_size": vocab_size,
+        "d_model": TEXT_DIM,
+        "d_kv": 8,
+        "d_ff": 64,
+        "num_layers": 2,
+        "num_heads": 4,
+        "relative_attention_num_buckets": 8,
+    }
+    if kind == "umt5":
+        return UMT5EncoderModel(UMT5Config(**common))
+    return T5EncoderModel(T5Config(**common))
+
+
+def _wan_vae() -> Any:
+    from diffusers import AutoencoderKLWan
+
+    _seeded()
+    return AutoencoderKLWan(
+        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
+    )
+
+
+def _wan_transformer(in_channels: int, image_dim: int | None) -> Any:
+    from diffusers import WanTransformer3DModel
+
+    _seeded()
+    return WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=12,
+        in_channels=in_channels,
+        out_channels=16,
+        text_dim=TEXT_DIM,
+        freq_dim=256,
+        ffn_dim=32,
+        num_layers=2,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32,
+        image_dim=image_dim,
+    )
+
+
+def build_wan_t2v() -> Any:
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
+
+    tokenizer = build_tokenizer()
+    return WanPipeline(
+        tokenizer=tokenizer,
+        text_encoder=_text_encoder("umt5", len(tokenizer)),
+        vae=_wan_vae(),
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+        transformer=_wan_transformer(in_channels=16, image_dim=None),
+    )
+
+
+def build_wan_i2v() -> Any:
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    tokenizer = build_tokenizer()
+    _seeded()
+    image_encoder = CLIPVisionModel(
+        CLIPVisionConfig(
+            hidden_size=4,
+            projection_dim=4,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            intermediate_size=16,
+            patch_size=1,
+        )
+    )
+    return WanImageToVideoPipeline(
+        tokenizer=tokenizer,
+        text_encoder=_text_encoder("umt5", len(tokenizer)),
+        vae=_wan_vae(),
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+        image_processor=CLIPImageProcessor(crop_size=32, size=32),
+        image_encoder=image_encoder,
+        # 16 noise + 4 mask + 16 image-latent channels.
+        transformer=_wan_transformer(in_channels=36, image_dim=4),
+    )
+
+
+def build_ltx() -> Any:
+    from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler, LTXPipeline, LTXVideoTransformer3DModel
+
+    tokenizer = build_tokenizer()
+    _seeded()
+    transformer = LTXVideoTransformer3DModel(
+        in_channels=8,
+        out_channels=8,
+        patch_size=1,
+        patch_size_t=1,
+        num_attention_heads=4,
+        attention_head_dim=8,
+        cross_attention_dim=32,
+        num_layers=1,
+        caption_channels=TEXT_DIM,
+    )
+    _seeded()
+    vae = AutoencoderKLLTXVideo(
+        latent_channels=8,
+        block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8),
+        spatio_temporal_scaling=(True, True, False, False),
+        decoder_spatio_temporal_scaling=(True, True, False, False),
+        layers_per_block=(1, 1, 1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1, 1, 1),
+        patch_size=1,
+        patch_size_t=1,
+        encoder_causal=True,
+        decoder_causal=False,
+    )
+    return LTXPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=vae,
+        text_encoder=_text_encoder("t5", len(tokenizer)),
+        tokenizer=tokenizer,
+        transformer=transformer,
+    )
+
+
+BUILDERS: dict[str, Callable[[], Any]] = {"wan-t2v": build_wan_t2v, "wan-i2v": build_wan_i2v, "ltx": build_ltx}
+
+
+def save_tiny_pipeline(family: str, out: Path) -> Path:
+    """Build the family's tiny pipeline and save_pretrained it to `out` (created; must be empty or absent)."""
+    if family not in BUILDERS:
+        raise ValueError(f"unknown family {family!r}; choose from {', '.join(FAMILIES)}")
+    pipe = BUILDERS[family]()
+    out.mkdir(parents=True, exist_ok=True)
+    pipe.save_pretrained(str(out), safe_serialization=True)
+    log.info("saved tiny %s pipeline to %s", family, out)
+    return out
+
+
+def _files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def tree_commit(root: Path) -> str:
+    """A 40-hex 'commit' that names the directory's content (same files, same commit)."""
+    digest = hashlib.sha1()
+    for path in _files(root):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + _sha256(path).encode() + b"\n")
+    return digest.hexdigest()
+
+
+def install_in_hf_cache(model_dir: Path, hf_home: Path, repo_id: str, revision: str = "main") -> Path:
+    """Lay the model out as huggingface_hub does: blobs by hash, snapshot symlinks, refs/<revision>."""
+    hub = hf_home / "hub"
+    repo = hub / ("models--" + repo_id.replace("/", "--"))
+    commit = tree_commit(model_dir)
+    snapshot = repo / "snapshots" / commit
+    for path in _files(model_dir):
+        rel = path.relative_to(model_dir)
+        blob = repo / "blobs" / _sha256(path)
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        if not blob.exists():
+            shutil.copyfile(path, blob)
+        link = snapshot / rel
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    refs = repo / "refs"
+    refs.mkdir(parents=True, exist_ok=True)
+    (refs / revision).write_text(commit)
+    log.info("installed %s@%s (commit %s) in %s", repo_id, revision, commit[:12], hub)
+    return snapshot
+
+
+def upload_to_s3(model_dir: Path, s3_uri: str, client: Any | None = None) -> list[str]:
+    """Upload every file under s3://bucket/prefix/, with its sha256 in the object metadata."""
+    from .s3 import make_client, split_s3_uri
+
+    client = client or make_client()
+    bucket, prefix = split_s3_uri(s3_uri)
+    prefix = prefix.strip("/")
+    keys = []
+    for path in _files(model_dir):
+        rel = path.relative_to(model_dir).as_posix()
+        key = f"{prefix}/{rel}" if prefix else rel
+        client.upload_file(str(path), bucket, key, ExtraArgs={"Metadata": {"sha256": _sha256(path)}})
+        keys.append(key)
+    log.info("uploaded %d files to %s", len(keys), s3_uri)
+    return keys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m videogen_runner.tiny_models", description=__doc__.split("\n")[0])
+    parser.add_argument("--family", required=True, choices=FAMILIES)
+    parser.add_argument("--out", required=True, type=Path, help="directory to save_pretrained into")
+    parser.add_argument("--hf-cache", type=Path, help="HF_HOME to install the model into (with --repo-id)")
+    parser.add_argument("--repo-id", help="org/name under which it appears in the HF cache")
+    parser.add_argument("--revision", default="main")
+    parser.add_argument("--s3-uri", help="s3://bucket/prefix to upload the model to")
+    args = parser.parse_args(argv)
+    if bool(args.hf_cache) != bool(args.repo_id):
+        parser.error("--hf-cache and --repo-id go together")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    out = save_tiny_pipeline(args.family, args.out)
+    report: dict[str, Any] = {"family": args.family, "path": str(out)}
+    if args.hf_cache:
+        snapshot = install_in_hf_cache(out, args.hf_cache, args.repo_id, args.revision)
+        report["hf"] = {"uri": f"hf://{args.repo_id}@{args.revision}", "snapshot": str(snapshot)}
+    if args.s3_uri:
+        report["s3"] = {"uri": args.s3_uri, "keys": upload_to_s3(out, args.s3_uri)}
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
