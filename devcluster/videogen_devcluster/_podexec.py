@@ -72,12 +72,18 @@ def bind(source: str, target: str, read_only: bool) -> None:
 
 
 def run(spec: dict[str, Any]) -> None:
+    cwd = spec.get("cwd")
     if spec.get("private_mounts", True):
         enter_private_mount_namespace()
         # Parents first, so a nested mountPath lands inside its parent volume, not under it.
         for m in sorted(spec.get("mounts", []), key=lambda m: m["target"].rstrip("/").count("/")):
             bind(m["source"], m["target"], bool(m.get("read_only")))
-    cwd = spec.get("cwd")
+        if spec.get("read_only_root"):
+            if cwd:
+                os.makedirs(cwd, exist_ok=True)
+            # readOnlyRootFilesystem: only this namespace's view of / turns read-only; volumes and
+            # the separate /dev, /dev/shm and /proc mounts stay writable, as in a container.
+            _mount(None, "/", MS_BIND | MS_REMOUNT | MS_RDONLY)
     if cwd:
         os.makedirs(cwd, exist_ok=True)
         os.chdir(cwd)

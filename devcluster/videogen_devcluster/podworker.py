@@ -3,8 +3,9 @@
 A worker thread per pod follows what the kubelet does for a pod, reduced to what a process can show:
 admission (GPUs), volumes, init containers one after another, then all containers at once, restarts
 per ``restartPolicy`` (with a shorter back-off than the kubelet's), ``activeDeadlineSeconds``, and
-graceful stop when the pod is deleted. Probes, lifecycle hooks, resource limits and sidecar
-(restartable init) containers are not implemented.
+graceful stop when the pod is deleted. Of ``securityContext`` only ``readOnlyRootFilesystem`` is
+honoured; processes run as the agent's user (``runAsUser``, ``fsGroup`` and capabilities are ignored).
+Probes, lifecycle hooks, resource limits and sidecar (restartable init) containers are not implemented.
 """
 
 from __future__ import annotations
@@ -416,6 +417,7 @@ class PodWorker:
             "cwd": c.spec.get("workingDir") or str(self.pod_dir / "workdir"),
             "mounts": [{"source": str(m.source), "target": m.target, "read_only": m.read_only} for m in mounts],
             "private_mounts": self.rt.private_mounts,
+            "read_only_root": bool((c.spec.get("securityContext") or {}).get("readOnlyRootFilesystem")),
             "start_error_file": str(start_error),
         }
         spec_file = self.pod_dir / f"exec-{c.name}-{c.restart_count}.json"

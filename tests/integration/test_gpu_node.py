@@ -318,6 +318,28 @@ class TestMounts:
         assert (host_dir / "result.txt").read_text() == "written by the pod"
         assert not Path("/mnt/videogen-test/job/prompt.txt").exists(), "mounts stay private to the pod"
 
+    def test_read_only_root_filesystem_leaves_volumes_writable(self, pods: Pods) -> None:
+        code = WRITE_RESULT + script("""
+            def writable(path):
+                try:
+                    open(path, "w").close()
+                    return True
+                except OSError:
+                    return False
+            result({"root": writable("/var/tmp/videogen-ro-probe"), "volume": writable("/mnt/videogen-test/rw/f")})
+        """)
+        manifest = python_pod(
+            "readonly",
+            code,
+            securityContext={"readOnlyRootFilesystem": True},
+            volumeMounts=[{"name": "rw", "mountPath": "/mnt/videogen-test/rw"}],
+        )
+        manifest["spec"]["volumes"] = [{"name": "rw", "emptyDir": {}}]
+        pod = pods.run_to_end(manifest)
+
+        assert json.loads(pods.terminated(pod)["message"]) == {"root": False, "volume": True}
+        assert not Path("/var/tmp/videogen-ro-probe").exists()
+
     def test_service_account_token_authenticates_as_the_pod(self, pods: Pods) -> None:
         code = WRITE_RESULT + script("""
             from kubernetes import client, config
@@ -394,6 +416,24 @@ class TestStopping:
 
 
 class TestAgentLifecycle:
+    def test_node_stays_ready_through_lease_heartbeats(self, core_v1: CoreV1Api, gpu_node: LocalGpuNode) -> None:
+        from kubernetes.client import CoordinationV1Api
+
+        leases = CoordinationV1Api(core_v1.api_client)
+
+        def renew_time() -> str:
+            lease = raw(leases.read_namespaced_lease, gpu_node.name, "kube-node-lease")
+            return str(lease["spec"]["renewTime"])
+
+        first = renew_time()
+        wait_for(lambda: renew_time() != first, timeout=30, what="the node's Lease to be renewed")
+
+        node = raw(core_v1.read_node, gpu_node.name)
+        ready = [c for c in node["status"]["conditions"] if c["type"] == "Ready"]
+        assert ready[0]["status"] == "True"
+        assert not node["spec"].get("taints"), "the node lifecycle controller must see a healthy node"
+        assert node["status"]["allocatable"]["nvidia.com/gpu"] == "1"
+
     def test_pods_bound_before_the_agent_starts_are_run(
         self, pods: Pods, core_v1: CoreV1Api, gpu_node: LocalGpuNode, tmp_path: Path
     ) -> None:
