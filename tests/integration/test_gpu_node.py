@@ -368,8 +368,8 @@ class TestMounts:
     def test_custom_termination_message_path_and_log_fallback(self, pods: Pods) -> None:
         custom = python_pod(
             "custom-path",
-            "open('/tmp/videogen-result', 'w').write('custom path works')",
-            terminationMessagePath="/tmp/videogen-result",
+            "open('/mnt/videogen-test/result', 'w').write('custom path works')",
+            terminationMessagePath="/mnt/videogen-test/result",
         )
         fallback = python_pod(
             "fallback",
