@@ -36,6 +36,7 @@ from urllib.parse import urlparse
 from .binaries import KUBERNETES_VERSION
 from .kubeapi import JSON, close, new_client, raw
 from .kubeapi import body as as_body
+from .localpath import LocalPathProvisioner
 from .podworker import (
     GPU_RESOURCE,
     PODEXEC,
@@ -96,7 +97,8 @@ class LocalGpuNode:
 
     ``capacity`` overrides entries of the node's capacity (defaults: the host's CPUs and memory, 110 pods,
     ``gpus`` times ``nvidia.com/gpu``). ``entrypoints`` maps image names (last path component, no tag) to the
-    command used when a container has no ``command`` of its own.
+    command used when a container has no ``command`` of its own. With ``provision_volumes`` the agent also
+    provisions PersistentVolumeClaims of the default StorageClass ``local-path`` as local directories.
     """
 
     def __init__(
@@ -113,6 +115,7 @@ class LocalGpuNode:
         extra_path: list[str] | None = None,
         private_mounts: bool | None = None,
         delete_node_on_stop: bool = True,
+        provision_volumes: bool = True,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.name = name
@@ -135,6 +138,8 @@ class LocalGpuNode:
         self.extra_path = [venv_bin, *(extra_path or [])]
         self._private_mounts = private_mounts
         self.delete_node_on_stop = delete_node_on_stop
+        self.provision_volumes = provision_volumes
+        self._provisioner: LocalPathProvisioner | None = None
         self.python = sys.executable
         self._api: ApiClient | None = None
         self._core: CoreV1Api | None = None
@@ -219,6 +224,9 @@ class LocalGpuNode:
             python=self.python,
         )
         self._register()
+        if self.provision_volumes:
+            self._provisioner = LocalPathProvisioner(self._api, self.name, self.state_dir / "volumes")
+            self._provisioner.start()
         for target, name in ((self._heartbeat_loop, "heartbeat"), (self._watch_loop, "pod-watch")):
             thread = threading.Thread(target=target, name=f"{self.name} {name}", daemon=True)
             thread.start()
@@ -244,6 +252,8 @@ class LocalGpuNode:
         for thread in self._threads:
             thread.join(5)
         self._deleter.shutdown(wait=True, cancel_futures=True)
+        if self._provisioner is not None:
+            self._provisioner.stop()
         if self.delete_node_on_stop and self._core is not None:
             self._delete_node()
         if self._api is not None:

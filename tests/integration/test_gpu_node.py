@@ -340,6 +340,36 @@ class TestMounts:
         assert json.loads(pods.terminated(pod)["message"]) == {"root": False, "volume": True}
         assert not Path("/var/tmp/videogen-ro-probe").exists()
 
+    def test_persistent_volume_claims_are_provisioned_locally(self, pods: Pods, core_v1: CoreV1Api) -> None:
+        claim = {
+            "metadata": {"name": "cache"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+        }
+        raw(core_v1.create_namespaced_persistent_volume_claim, pods.namespace, body(claim))
+
+        def with_claim(name: str, code: str) -> JSON:
+            manifest = python_pod(name, code, volumeMounts=[{"name": "cache", "mountPath": "/mnt/videogen-test/cache"}])
+            manifest["spec"]["volumes"] = [{"name": "cache", "persistentVolumeClaim": {"claimName": "cache"}}]
+            return manifest
+
+        writer = pods.run_to_end(with_claim("writer", "open('/mnt/videogen-test/cache/model', 'w').write('weights')"))
+        reader = pods.run_to_end(
+            with_claim("reader", WRITE_RESULT + "result(open('/mnt/videogen-test/cache/model').read())")
+        )
+
+        assert writer["status"]["phase"] == "Succeeded", pods.describe("writer")
+        assert json.loads(pods.terminated(reader)["message"]) == "weights", "the claim outlives its first pod"
+        bound = raw(core_v1.read_namespaced_persistent_volume_claim, "cache", pods.namespace)
+        assert bound["status"]["phase"] == "Bound"
+        assert bound["spec"]["storageClassName"] == "local-path", "the default StorageClass"
+        volume_dir = Path(raw(core_v1.read_persistent_volume, bound["spec"]["volumeName"])["spec"]["hostPath"]["path"])
+        assert (volume_dir / "model").read_text() == "weights"
+
+        core_v1.delete_namespaced_pod("writer", pods.namespace)
+        core_v1.delete_namespaced_pod("reader", pods.namespace)
+        core_v1.delete_namespaced_persistent_volume_claim("cache", pods.namespace)
+        wait_for(lambda: not volume_dir.exists(), what="the released volume to be deleted")
+
     def test_service_account_token_authenticates_as_the_pod(self, pods: Pods) -> None:
         code = WRITE_RESULT + script("""
             from kubernetes import client, config
