@@ -77,7 +77,7 @@ def to_uint8(frame: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         return np.ascontiguousarray(frame)
     scaled = np.multiply(frame, 255.0, dtype=np.float32)
     np.clip(scaled + 0.5, 0, 255, out=scaled)
-    out: np.ndarray[Any, Any] = scaled.astype(np.uint8)
+    out: np.ndarray[Any, Any] = scaled.astype(np.uint8, order="C")
     return out
 
 

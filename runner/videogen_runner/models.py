@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,15 +214,19 @@ def load_pipeline(info: ModelInfo, *, cuda: bool) -> LoadedModel:
     import torch
     from diffusers import DiffusionPipeline
 
+    quiet_library_progress_bars()
     dtype = component_dtypes(info.family, cuda)
     from_pretrained: Any = DiffusionPipeline.from_pretrained
     try:
-        pipe = from_pretrained(
-            str(info.path),
-            torch_dtype=dtype,
-            local_files_only=True,
-            trust_remote_code=False,
-        )
+        with warnings.catch_warnings():
+            # Newer diffusers renamed torch_dtype to dtype; the old name works across all supported versions.
+            warnings.simplefilter("ignore", FutureWarning)
+            pipe = from_pretrained(
+                str(info.path),
+                torch_dtype=dtype,
+                local_files_only=True,
+                trust_remote_code=False,
+            )
     except Exception as exc:
         if isinstance(exc, torch.cuda.OutOfMemoryError):
             raise
@@ -261,3 +266,13 @@ def hf_offline_env() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    # Our own progress bar is the one in the logs; tqdm bars from loaders are noise there.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+def quiet_library_progress_bars() -> None:
+    import importlib
+
+    for module in ("diffusers.utils.logging", "transformers.utils.logging"):
+        library_logging: Any = importlib.import_module(module)
+        library_logging.disable_progress_bar()

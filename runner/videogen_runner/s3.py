@@ -13,7 +13,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -29,6 +29,8 @@ ENV_MAX_ATTEMPTS = "VIDEOGEN_S3_MAX_ATTEMPTS"
 ENV_TRANSFER_ATTEMPTS = "VIDEOGEN_S3_TRANSFER_ATTEMPTS"
 ENV_BACKOFF_SECONDS = "VIDEOGEN_S3_BACKOFF_SECONDS"
 ENV_CONNECT_TIMEOUT = "VIDEOGEN_S3_CONNECT_TIMEOUT_SECONDS"
+# path (default: self-hosted servers rarely have wildcard DNS for bucket host names), virtual or auto.
+ENV_ADDRESSING_STYLE = "VIDEOGEN_S3_ADDRESSING_STYLE"
 
 T = TypeVar("T")
 
@@ -65,8 +67,9 @@ def make_client(env: Mapping[str, str] | None = None) -> S3Client:
     endpoint = env.get(ENV_ENDPOINT_S3) or env.get(ENV_ENDPOINT) or None
     config = Config(
         region_name=env.get(ENV_REGION) or env.get("AWS_DEFAULT_REGION") or "us-east-1",
-        # Most self-hosted S3 servers have no wildcard DNS for virtual-hosted buckets.
-        s3={"addressing_style": "path"},
+        s3=cast(Any, {"addressing_style": env.get(ENV_ADDRESSING_STYLE) or "path"}),
+        # SigV4 everywhere: presigned URLs of up to 7 days, and what S3-compatible servers check.
+        signature_version="s3v4",
         retries={"max_attempts": max(1, int(env.get(ENV_MAX_ATTEMPTS, "5"))), "mode": "standard"},
         connect_timeout=float(env.get(ENV_CONNECT_TIMEOUT, "10")),
         read_timeout=60,

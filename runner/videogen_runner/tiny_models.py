@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
 import json
 import logging
 import os
@@ -36,7 +37,12 @@ _WORDS = (
     "beach sea ocean river lake forest city street mountain snow rain sky sunset night day "
     "red orange yellow green blue purple black white golden bright dark slow fast small big "
     "camera shot close wide cinematic video"
-).split()
+)
+
+
+def _lib(name: str) -> Any:
+    """diffusers, transformers and tokenizers as untyped handles: their constructors carry no annotations."""
+    return importlib.import_module(name)
 
 
 def _seeded() -> None:
@@ -47,26 +53,25 @@ def _seeded() -> None:
 
 def build_tokenizer() -> Any:
     """A T5-like tokenizer (pad=0, eos=1, unk=2) that needs no download."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
+    tokenizers = _lib("tokenizers")
+    transformers = _lib("transformers")
 
     vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
-    for word in _WORDS:
+    for word in _WORDS.split():
         vocab.setdefault(word, len(vocab))
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.normalizer = None
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    return PreTrainedTokenizerFast(
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    tok.post_processor = tokenizers.processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return transformers.PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=512
     )
 
 
 def _text_encoder(kind: str, vocab_size: int) -> Any:
-    from transformers import T5Config, T5EncoderModel, UMT5Config, UMT5EncoderModel
-
+    transformers = _lib("transformers")
     _seeded()
-    common = {
+    common: dict[str, Any] = {
         "vocab_size": vocab_size,
         "d_model": TEXT_DIM,
         "d_kv": 8,
@@ -76,24 +81,20 @@ def _text_encoder(kind: str, vocab_size: int) -> Any:
         "relative_attention_num_buckets": 8,
     }
     if kind == "umt5":
-        return UMT5EncoderModel(UMT5Config(**common))
-    return T5EncoderModel(T5Config(**common))
+        return transformers.UMT5EncoderModel(transformers.UMT5Config(**common))
+    return transformers.T5EncoderModel(transformers.T5Config(**common))
 
 
 def _wan_vae() -> Any:
-    from diffusers import AutoencoderKLWan
-
     _seeded()
-    return AutoencoderKLWan(
+    return _lib("diffusers").AutoencoderKLWan(
         base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
     )
 
 
 def _wan_transformer(in_channels: int, image_dim: int | None) -> Any:
-    from diffusers import WanTransformer3DModel
-
     _seeded()
-    return WanTransformer3DModel(
+    return _lib("diffusers").WanTransformer3DModel(
         patch_size=(1, 2, 2),
         num_attention_heads=2,
         attention_head_dim=12,
@@ -111,26 +112,24 @@ def _wan_transformer(in_channels: int, image_dim: int | None) -> Any:
 
 
 def build_wan_t2v() -> Any:
-    from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
-
+    diffusers = _lib("diffusers")
     tokenizer = build_tokenizer()
-    return WanPipeline(
+    return diffusers.WanPipeline(
         tokenizer=tokenizer,
         text_encoder=_text_encoder("umt5", len(tokenizer)),
         vae=_wan_vae(),
-        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(shift=7.0),
         transformer=_wan_transformer(in_channels=16, image_dim=None),
     )
 
 
 def build_wan_i2v() -> Any:
-    from diffusers import FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
-
+    diffusers = _lib("diffusers")
+    transformers = _lib("transformers")
     tokenizer = build_tokenizer()
     _seeded()
-    image_encoder = CLIPVisionModel(
-        CLIPVisionConfig(
+    image_encoder = transformers.CLIPVisionModel(
+        transformers.CLIPVisionConfig(
             hidden_size=4,
             projection_dim=4,
             num_hidden_layers=2,
@@ -140,12 +139,12 @@ def build_wan_i2v() -> Any:
             patch_size=1,
         )
     )
-    return WanImageToVideoPipeline(
+    return diffusers.WanImageToVideoPipeline(
         tokenizer=tokenizer,
         text_encoder=_text_encoder("umt5", len(tokenizer)),
         vae=_wan_vae(),
-        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
-        image_processor=CLIPImageProcessor(crop_size=32, size=32),
+        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(shift=7.0),
+        image_processor=transformers.CLIPImageProcessor(crop_size=32, size=32),
         image_encoder=image_encoder,
         # 16 noise + 4 mask + 16 image-latent channels.
         transformer=_wan_transformer(in_channels=36, image_dim=4),
@@ -153,11 +152,10 @@ def build_wan_i2v() -> Any:
 
 
 def build_ltx() -> Any:
-    from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler, LTXPipeline, LTXVideoTransformer3DModel
-
+    diffusers = _lib("diffusers")
     tokenizer = build_tokenizer()
     _seeded()
-    transformer = LTXVideoTransformer3DModel(
+    transformer = diffusers.LTXVideoTransformer3DModel(
         in_channels=8,
         out_channels=8,
         patch_size=1,
@@ -169,7 +167,7 @@ def build_ltx() -> Any:
         caption_channels=TEXT_DIM,
     )
     _seeded()
-    vae = AutoencoderKLLTXVideo(
+    vae = diffusers.AutoencoderKLLTXVideo(
         latent_channels=8,
         block_out_channels=(8, 8, 8, 8),
         decoder_block_out_channels=(8, 8, 8, 8),
@@ -182,8 +180,8 @@ def build_ltx() -> Any:
         encoder_causal=True,
         decoder_causal=False,
     )
-    return LTXPipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(),
+    return diffusers.LTXPipeline(
+        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(),
         vae=vae,
         text_encoder=_text_encoder("t5", len(tokenizer)),
         tokenizer=tokenizer,

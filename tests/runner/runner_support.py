@@ -1,0 +1,74 @@
+"""Helpers shared by the runner's tests (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+REPO = Path(__file__).resolve().parents[2]
+TINY_WAN_REPO = "tiny-random/wan-t2v"
+PROMPT = "a red fox runs on the beach at sunset"
+
+# Small enough for 2 CPU cores, large enough for the contract's 64-pixel minimum.
+TINY_SPEC: dict[str, Any] = {
+    "task": "text-to-video",
+    "prompt": PROMPT,
+    "width": 64,
+    "height": 64,
+    "numFrames": 9,
+    "fps": 8,
+    "steps": 2,
+    "seed": 7,
+}
+
+
+@dataclass(frozen=True)
+class TinyModels:
+    wan_t2v: Path
+    wan_i2v: Path
+    hf_home: Path
+
+    @property
+    def hf_uri(self) -> str:
+        return f"hf://{TINY_WAN_REPO}"
+
+
+def tiny_spec(model: str, **overrides: Any) -> dict[str, Any]:
+    return {"model": model, **TINY_SPEC, **overrides}
+
+
+@dataclass
+class RunOutcome:
+    returncode: int
+    stdout: str
+    stderr: str
+    termination_message: str | None
+
+    @property
+    def last_line(self) -> dict[str, Any]:
+        lines = [line for line in self.stdout.splitlines() if line.strip()]
+        assert lines, f"no stdout; stderr:\n{self.stderr[-4000:]}"
+        parsed: dict[str, Any] = json.loads(lines[-1])
+        return parsed
+
+    @property
+    def termination(self) -> dict[str, Any]:
+        assert self.termination_message is not None, "no termination message written"
+        parsed: dict[str, Any] = json.loads(self.termination_message)
+        return parsed
+
+
+RunCli = Callable[..., RunOutcome]
+
+
+def download(client: S3Client, bucket: str, key: str, dest: Path) -> tuple[Path, dict[str, str]]:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    client.download_file(bucket, key, str(dest))
+    head = client.head_object(Bucket=bucket, Key=key)
+    return dest, dict(head.get("Metadata", {}))
