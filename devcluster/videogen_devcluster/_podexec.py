@@ -73,11 +73,24 @@ def bind(source: str, target: str, read_only: bool) -> None:
 
 def run(spec: dict[str, Any]) -> None:
     cwd = spec.get("cwd")
+    # Without a workingDir the process starts in a per-pod host directory, pinned now because the
+    # pod's own mounts (a volume at /tmp, say) may hide its path.
+    default_cwd = spec.get("default_cwd")
+    if default_cwd:
+        os.makedirs(default_cwd, exist_ok=True)
+        default_fd = os.open(default_cwd, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     if spec.get("private_mounts", True):
         enter_private_mount_namespace()
+        mounts = spec.get("mounts", [])
+        # Sources are pinned before anything is mounted: a volume mounted at /tmp must not hide the
+        # source of another volume that lives under the host's /tmp.
+        pinned = [os.open(m["source"], os.O_PATH | os.O_CLOEXEC) for m in mounts]
         # Parents first, so a nested mountPath lands inside its parent volume, not under it.
-        for m in sorted(spec.get("mounts", []), key=lambda m: m["target"].rstrip("/").count("/")):
-            bind(m["source"], m["target"], bool(m.get("read_only")))
+        order = sorted(range(len(mounts)), key=lambda i: mounts[i]["target"].rstrip("/").count("/"))
+        for i in order:
+            bind(f"/proc/self/fd/{pinned[i]}", mounts[i]["target"], bool(mounts[i].get("read_only")))
+        for fd in pinned:
+            os.close(fd)
         if spec.get("read_only_root"):
             if cwd:
                 os.makedirs(cwd, exist_ok=True)
@@ -87,6 +100,8 @@ def run(spec: dict[str, Any]) -> None:
     if cwd:
         os.makedirs(cwd, exist_ok=True)
         os.chdir(cwd)
+    elif default_cwd:
+        os.fchdir(default_fd)
     argv: list[str] = spec["argv"]
     env: dict[str, str] = spec["env"]
     os.execvpe(argv[0], argv, env)

@@ -7,9 +7,11 @@ with ``<repo>/.venv/bin`` first on PATH.
 
 Each container process gets a private mount namespace in which its volumes, its service account token
 (``/var/run/secrets/kubernetes.io/serviceaccount``) and its termination message file appear at the
-paths the pod spec names. Where mount namespaces are unavailable (not root), processes run without those
-mounts; the API is then reachable through ``KUBECONFIG`` (a per-pod kubeconfig holding the pod's token)
-and volumes are not visible at their mount paths.
+paths the pod spec names (missing mount points are created on the host, empty, as a runtime would in
+an image). Where mount namespaces are unavailable (not root), processes run without those mounts: the
+API is then reachable through ``KUBECONFIG`` (a per-pod kubeconfig holding the pod's token), volumes are
+not visible at their mount paths, and the termination message is whatever the process wrote to the
+host's file at ``terminationMessagePath``.
 """
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ from pathlib import Path
 from .kubeapi import JSON
 from .podenv import ContainerConfigError, ObjectReader, field_value, resource_value
 
+DEFAULT_TERMINATION_PATH = "/dev/termination-log"
+
 # (namespace, serviceAccountName, TokenRequest body) -> token
 TokenRequester = Callable[[str, str, JSON], str]
 
@@ -212,6 +214,6 @@ def container_mounts(container: JSON, volumes: Mapping[str, Path], termination_f
             if not source.exists():
                 source.mkdir(parents=True)  # as the kubelet does for a missing subPath
         mounts.append(Mount(source=source, target=vm["mountPath"], read_only=bool(vm.get("readOnly"))))
-    target = container.get("terminationMessagePath") or "/dev/termination-log"
+    target = container.get("terminationMessagePath") or DEFAULT_TERMINATION_PATH
     mounts.append(Mount(source=termination_file, target=target, read_only=False))
     return mounts

@@ -28,7 +28,7 @@ from .kubeapi import JSON, raw
 from .kubeapi import body as as_body
 from .kubeconfig import write_kubeconfig
 from .podenv import ContainerConfigError, EnvResolver, command_line
-from .podvolumes import Mount, VolumeContext, container_mounts, prepare_volumes
+from .podvolumes import DEFAULT_TERMINATION_PATH, Mount, VolumeContext, container_mounts, prepare_volumes
 from .procs import ManagedProcess, tail_file
 
 if TYPE_CHECKING:
@@ -138,6 +138,7 @@ class _Container:
     state: JSON = field(default_factory=lambda: {"waiting": {"reason": "ContainerCreating"}})
     last_state: JSON = field(default_factory=dict)
     started_at: str = ""
+    started_wall: float = 0.0
     next_start: float = 0.0
     done: bool = False  # exited and will not be restarted
     ever_started: bool = False
@@ -414,7 +415,8 @@ class PodWorker:
         spec = {
             "argv": argv,
             "env": env,
-            "cwd": c.spec.get("workingDir") or str(self.pod_dir / "workdir"),
+            "cwd": c.spec.get("workingDir"),
+            "default_cwd": str(self.pod_dir / "workdir"),
             "mounts": [{"source": str(m.source), "target": m.target, "read_only": m.read_only} for m in mounts],
             "private_mounts": self.rt.private_mounts,
             "read_only_root": bool((c.spec.get("securityContext") or {}).get("readOnlyRootFilesystem")),
@@ -435,6 +437,7 @@ class PodWorker:
         )
         c.ever_started = True
         c.started_at = now_rfc3339()
+        c.started_wall = time.time()
         c.state = {"running": {"startedAt": c.started_at}}
         log.info("pod %s/%s: started container %s (pid %d): %s", self.namespace, self.name, c.name, c.proc.pid, argv)
 
@@ -460,8 +463,15 @@ class PodWorker:
         start_error = term_dir / f"{c.name}-{c.restart_count}.start-error"
         if start_error.exists():
             return str(start_error.read_text(errors="replace")[:MAX_TERMINATION_MESSAGE])
+        message_file = term_dir / f"{c.name}-{c.restart_count}"
+        if not self.rt.private_mounts:
+            # Nothing redirected the path: the process wrote the host's file (if it could).
+            host_file = Path(c.spec.get("terminationMessagePath") or DEFAULT_TERMINATION_PATH)
+            with contextlib.suppress(OSError):
+                if host_file.stat().st_mtime >= c.started_wall:
+                    message_file = host_file
         try:
-            with open(term_dir / f"{c.name}-{c.restart_count}", "rb") as f:
+            with open(message_file, "rb") as f:
                 message = f.read(MAX_TERMINATION_MESSAGE).decode(errors="replace")
         except OSError:
             message = ""

@@ -318,6 +318,28 @@ class TestMounts:
         assert (host_dir / "result.txt").read_text() == "written by the pod"
         assert not Path("/mnt/videogen-test/job/prompt.txt").exists(), "mounts stay private to the pod"
 
+    def test_volume_over_tmp_does_not_hide_other_volumes_sources(self, pods: Pods, tmp_path: Path) -> None:
+        (tmp_path / "models").mkdir()
+        (tmp_path / "models" / "weights").write_text("from the host's /tmp")
+        code = (
+            WRITE_RESULT + "import os; result([os.listdir('/tmp'), open('/mnt/videogen-test/models/weights').read()])"
+        )
+        manifest = python_pod(
+            "shadow",
+            code,
+            volumeMounts=[
+                {"name": "tmp", "mountPath": "/tmp"},
+                {"name": "models", "mountPath": "/mnt/videogen-test/models"},
+            ],
+        )
+        manifest["spec"]["volumes"] = [
+            {"name": "tmp", "emptyDir": {}},
+            {"name": "models", "hostPath": {"path": str(tmp_path / "models")}},
+        ]
+        pod = pods.run_to_end(manifest)
+
+        assert json.loads(pods.terminated(pod)["message"]) == [[], "from the host's /tmp"], pods.describe("shadow")
+
     def test_read_only_root_filesystem_leaves_volumes_writable(self, pods: Pods) -> None:
         code = WRITE_RESULT + script("""
             def writable(path):
@@ -463,6 +485,32 @@ class TestAgentLifecycle:
         assert ready[0]["status"] == "True"
         assert not node["spec"].get("taints"), "the node lifecycle controller must see a healthy node"
         assert node["status"]["allocatable"]["nvidia.com/gpu"] == "1"
+
+    def test_without_mount_namespaces_pods_reach_the_api_through_kubeconfig(
+        self, pods: Pods, gpu_node: LocalGpuNode, tmp_path: Path
+    ) -> None:
+        code = WRITE_RESULT + script("""
+            import os
+            from kubernetes import client, config
+            config.load_config()  # KUBECONFIG here; in-cluster files with mount namespaces
+            review = client.AuthenticationV1Api().create_self_subject_review(
+                {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+            )
+            result({"user": review.status.user_info.username, "kubeconfig": bool(os.environ.get("KUBECONFIG"))})
+        """)
+        manifest = python_pod("plain", code)
+        manifest["spec"]["nodeName"] = "local-plain-0"
+        pods.create(manifest)
+
+        with LocalGpuNode(
+            gpu_node.kubeconfig, name="local-plain-0", gpus=0, state_dir=tmp_path / "plain", private_mounts=False
+        ) as plain:
+            pods.node = plain
+            pod = pods.wait_phase("plain", *TERMINAL)
+
+        assert pod["status"]["phase"] == "Succeeded", pods.describe("plain")
+        seen = json.loads(pods.terminated(pod)["message"])
+        assert seen == {"user": f"system:serviceaccount:{pods.namespace}:default", "kubeconfig": True}
 
     def test_pods_bound_before_the_agent_starts_are_run(
         self, pods: Pods, core_v1: CoreV1Api, gpu_node: LocalGpuNode, tmp_path: Path
