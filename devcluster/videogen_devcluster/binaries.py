@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,10 +84,3 @@ def find_binaries() -> Binaries:
     if not lines:
         raise RuntimeError(f"{BUILD_SCRIPT} printed no bin directory")
     return Binaries.in_dir(Path(lines[-1].strip()))
-
-
-def main() -> None:
-    b = find_binaries()
-    print(b.bin_dir)
-    for p in b.all():
-        print(f"  {p.name}: {p}", file=sys.stderr)

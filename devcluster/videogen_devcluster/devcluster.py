@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
@@ -69,7 +71,7 @@ class DevCluster:
         """KUBECONFIG, PATH (project kubectl/helm and the virtualenv first) and the AWS_* variables."""
         venv_bin = REPO_ROOT / ".venv" / "bin"
         env = self.control_plane.env()
-        env["PATH"] = self.binaries.path_env(f"{venv_bin}:{env['PATH'].split(':', 1)[1]}")
+        env["PATH"] = os.pathsep.join([str(self.binaries.bin_dir), str(venv_bin), os.environ.get("PATH", "")])
         if self.s3 is not None:
             env.update(self.s3.env())
         return env
@@ -118,9 +120,8 @@ class DevCluster:
         self.write_env_file(self.env_path)
         return self
 
-    def _timed(self, what: str, start: object) -> None:
+    def _timed(self, what: str, start: Callable[[], object]) -> None:
         began = time.monotonic()
-        assert callable(start)
         start()
         self.timings[what] = time.monotonic() - began
 

@@ -90,7 +90,10 @@ def _say(config: pytest.Config, line: str) -> None:
 @pytest.fixture(scope="session")
 def _devcluster_session(pytestconfig: pytest.Config) -> Iterator[DevCluster]:
     """Created (not started) once; pieces start on demand; all started pieces stop at the end."""
-    dc = DevCluster(with_s3=False, with_gpu_node=False)
+    capture = pytestconfig.pluginmanager.get_plugin("capturemanager")
+    # Uncaptured, so that a first build of the binaries (tens of minutes) shows its progress.
+    with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+        dc = DevCluster(with_s3=False, with_gpu_node=False)
     _session_clusters.append(dc)
     saved = {k: os.environ.get(k) for k in ("KUBECONFIG", "PATH")}
     try:
