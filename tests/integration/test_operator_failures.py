@@ -62,7 +62,7 @@ def test_bad_input_image_is_an_input_image_error(
 
 
 def test_upload_errors_are_retried_up_to_retries(jobs: Jobs, start_operator: Any) -> None:
-    start_operator(extra_runner_env='{"VIDEOGEN_S3_MAX_ATTEMPTS": "1", "VIDEOGEN_S3_RETRY_BASE_SECONDS": "0"}')
+    start_operator(extra_runner_env='{"VIDEOGEN_S3_MAX_ATTEMPTS": "1", "VIDEOGEN_S3_TRANSFER_ATTEMPTS": "1", "VIDEOGEN_S3_BACKOFF_SECONDS": "0"}')
     jobs.apply(tiny_job("no-bucket", output={"bucket": "bucket-that-does-not-exist"}, retries=1))
     status = failed(jobs, "no-bucket", timeout=300)
     assert status["reason"] == "UploadError"
