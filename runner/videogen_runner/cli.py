@@ -56,13 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def setup_logging(level: str) -> None:
-    # stdout carries only the result JSON; everything human goes to stderr.
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
+    # stdout carries only the result JSON; everything human goes to stderr. A host that
+    # already configured logging (a test harness, an embedding program) keeps its handlers.
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # Our logger has its own level; libraries stay at the root's WARNING.
+    logging.getLogger("videogen_runner").setLevel(level.upper())
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "kubernetes", "httpx", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

@@ -10,6 +10,7 @@ and are fed to the encoder frame by frame from that array.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import time
@@ -53,8 +54,13 @@ def _can_stream_wan_decode(loaded: LoadedModel, plan: MemoryPlan) -> bool:
     vae = getattr(loaded.pipe, "vae", None)
     if loaded.info.family is not Family.WAN or vae is None:
         return False
-    needed = ("clear_cache", "decoder", "post_quant_conv", "_feat_map")
+    needed = ("clear_cache", "decoder", "post_quant_conv")
     if not all(hasattr(vae, name) for name in needed) or getattr(vae, "use_tiling", False):
+        return False
+    # The streamed decode drives the decoder's causal cache directly; only do it where
+    # the decoder has the interface this code was written against.
+    decoder_params = inspect.signature(vae.decoder.forward).parameters
+    if not {"feat_cache", "feat_idx", "first_chunk"} <= set(decoder_params):
         return False
     # Group and sequential offload attach hooks inside the VAE that expect its own decode().
     return (not plan.on_cuda) or plan.mode in (api.MemoryMode.NONE, api.MemoryMode.MODEL_OFFLOAD)

@@ -118,7 +118,9 @@ class KubeStatusSink:
         self._api = client.CustomObjectsApi(api_client)
 
     def write(self, progress: api.Progress) -> None:
-        body: dict[str, Any] = {"status": {"progress": progress.to_wire()}}
+        # Every field, unset ones as null: a merge patch would otherwise keep stale values
+        # from the previous write (e.g. a step count while loading).
+        body: dict[str, Any] = {"status": {"progress": progress.model_dump(by_alias=True, mode="json")}}
         self._api.patch_namespaced_custom_object_status(
             api.GROUP,
             api.VERSION,
@@ -182,6 +184,7 @@ class ProgressReporter:
         self._cond = threading.Condition()
         self._closed = False
         self._stage: api.Stage | None = None
+        self._total: int | None = None
         self._failures = 0
         self._steps = _StepClock()
         self.writes: list[api.Progress] = []  # what reached the sink, for tests and logs
@@ -198,10 +201,15 @@ class ProgressReporter:
         self._stage = stage
         if stage is api.Stage.GENERATING:
             self._steps = _StepClock(started=self._clock())
+            self._total = total
+        elif step is None and self._total is not None:
+            # After denoising the step count stays visible as finished (30/30), not blank.
+            step = total = self._total
         self._update(stage, step, total)
 
     def step(self, step: int, total: int) -> None:
         self._stage = api.Stage.GENERATING
+        self._total = total
         self._update(api.Stage.GENERATING, step, total)
 
     def _update(self, stage: api.Stage, step: int | None, total: int | None) -> None:
@@ -230,7 +238,9 @@ class ProgressReporter:
                     self._cond.wait(timeout=wait)
                 progress = self._coalescer.take_due(self._clock())
             if progress is not None:
-                self._write(progress)
+                # Stamped when written: updatedAt tells when the status last changed, even
+                # when the state itself was produced a moment earlier and waited for its slot.
+                self._write(progress.model_copy(update={"updated_at": datetime.now(UTC)}))
 
     def _write(self, progress: api.Progress) -> None:
         assert self._sink is not None

@@ -78,7 +78,14 @@ def make_client(env: Mapping[str, str] | None = None) -> S3Client:
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
-    return boto3.session.Session().client("s3", endpoint_url=endpoint, config=config)
+    # Keys from the given environment (a Secret's env vars); without them boto3's own chain
+    # (web identity, instance profile) applies. Never from the spec.
+    session = boto3.session.Session(
+        aws_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
+        aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+        aws_session_token=env.get("AWS_SESSION_TOKEN") or None,
+    )
+    return session.client("s3", endpoint_url=endpoint, config=config)
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -113,7 +114,7 @@ class TestReporter:
         reporter.close()
 
         times = [t for t, _ in sink.writes]
-        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
         assert all(gap >= 0.29 for gap in gaps), gaps
         assert 2 <= len(sink.writes) < 8, "20 steps in 0.6s coalesce into a few writes"
         assert sink.writes[0][1].stage is Stage.LOADING
