@@ -66,6 +66,7 @@ class JobView:
     created_at: datetime | None = None
     attempts: int = 0
     running_pod: str | None = None
+    finished_pod: str | None = None
     running_since: datetime | None = None
     current_pod: str | None = None
     waiting: Failure | None = None
@@ -179,6 +180,9 @@ def view_job(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> JobView:
                 message=(pod.get("status") or {}).get("message") or "the runner pod failed",
                 location="pod",
             )
+    done = [p for p in ordered if (p.get("status") or {}).get("phase") == "Succeeded"]
+    if done:
+        view.finished_pod = done[-1]["metadata"]["name"]
     active = [p for p in ordered if (p.get("status") or {}).get("phase") in (None, "Pending", "Running")]
     active = [p for p in active if not (p.get("metadata") or {}).get("deletionTimestamp")]
     if active:

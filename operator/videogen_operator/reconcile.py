@@ -358,6 +358,14 @@ class Reconciler:
             self._write(body, status, new, t, outcome)
             return
 
+        if view.finished_pod:
+            # The runner exited 0; the Job controller marks the Job Complete a moment later.
+            # Never fall back to Queued in between.
+            new, t = transition(
+                base, Phase.RUNNING, Reason.RUNNING, "the runner finished; recording the result", now, generation
+            )
+            self._write(body, status, new, t, outcome)
+            return
         if status.get("startTime") and view.last_failure is not None:
             failure = view.last_failure
             message = f"attempt {view.attempts - 1} failed ({failure.reason}: {failure.message}); retrying"

@@ -27,7 +27,8 @@ class Watcher(threading.Thread):
         self.done = threading.Event()
 
     def run(self) -> None:
-        while not self.done.is_set():
+        while True:
+            finishing = self.done.is_set()
             out = self.dc.kubectl(
                 "get",
                 "vgj",
@@ -43,6 +44,8 @@ class Watcher(threading.Thread):
                 row = [row[0], row[1].strip() if len(row) > 1 else ""]
                 if not self.rows or self.rows[-1] != row:
                     self.rows.append(row)
+            if finishing:
+                return  # one last look after the caller saw the job finish
             time.sleep(0.25)
 
     def phases(self) -> list[str]:

@@ -131,3 +131,10 @@ def test_retry_counts_attempts_and_keeps_the_last_failure() -> None:
     assert view.attempts == 2
     assert view.running_pod == "p2"
     assert view.last_failure is not None and view.last_failure.reason == api.Reason.UPLOAD_ERROR
+
+
+def test_a_finished_pod_before_job_completion_is_still_seen() -> None:
+    view = view_job(
+        job(active=0, succeeded=1), [pod("p1", "Succeeded", {"terminated": {"exitCode": 0, "message": "{}"}})]
+    )
+    assert view.finished_pod == "p1" and not view.complete and view.running_pod is None
