@@ -230,26 +230,11 @@ def cmd_status(files: StateFiles, args: argparse.Namespace) -> int:
 
 
 def cmd_demo(files: StateFiles, args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
     binaries = find_binaries()
     print(f"==> kubectl: {binaries.kubectl}")
-    print("==> bringing up the local control plane, S3 and GPU node")
-    with DevCluster(gpus=args.gpus) as dc:
-        print(dc.describe())
-        print(
-            f"==> up in {sum(dc.timings.values()):.1f}s ({', '.join(f'{k} {v:.1f}s' for k, v in dc.timings.items())})"
-        )
-        print(dc.kubectl("get", "nodes", "-o", "wide").stdout.rstrip())
-        print(
-            "==> The operator-driven VideoGenJob demo will run here once the operator is wired in;\n"
-            "    for now this shows the pieces it runs on. Tearing down."
-        )
-        pids = dc.pids()
-    left = {name: pid for name, pid in pids.items() if pid_alive(pid)}
-    if left:
-        print(f"==> stopped, but these are still running: {left}", file=sys.stderr)
-        return 1
-    print(f"==> stopped; none of the {len(pids)} processes is left")
-    return 0
+    return run_demo(files.root / "demo", gpus=args.gpus, timeout=args.timeout)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -266,8 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     down.add_argument("--timeout", type=float, default=60.0)
     sub.add_parser("env", help='print export lines: eval "$(python -m videogen_devcluster env)"')
     sub.add_parser("status", help="is it up, and healthy?")
-    demo = sub.add_parser("demo", help="bring everything up, show it, tear it down")
+    demo = sub.add_parser("demo", help="run examples/text-to-video.yaml end to end on a fresh local cluster")
     demo.add_argument("--gpus", type=int, default=1)
+    demo.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the job")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

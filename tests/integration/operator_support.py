@@ -3,73 +3,18 @@
 from __future__ import annotations
 
 import json
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from videogen_api import v1alpha1 as api
+from videogen_devcluster.operator_process import BUCKET, TINY_MODELS
 
-OPERATOR_NAMESPACE = "videogen-system"
-S3_SECRET = "videogen-s3"
-BUCKET = "videos"
-TINY_MODELS = {"t2v": ("wan-t2v", "videogen-demo/tiny-wan-t2v"), "i2v": ("wan-i2v", "videogen-demo/tiny-wan-i2v")}
+__all__ = ["BUCKET", "TINY_I2V", "TINY_T2V", "Jobs", "tiny_job"]
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class OperatorProcess:
-    """`python -m videogen_operator` as a real process: start, stop, kill -9."""
-
-    def __init__(self, env: dict[str, str], log_path: Path, liveness_port: int) -> None:
-        self.env = env
-        self.log_path = log_path
-        self.liveness_port = liveness_port
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> OperatorProcess:
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "videogen_operator"], env=self.env, stdout=log, stderr=subprocess.STDOUT
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"operator exited with {self.proc.returncode}:\n{self.logs()[-4000:]}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=1) as rsp:
-                    if rsp.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.3)
-        raise RuntimeError(f"operator not healthy within 60s:\n{self.logs()[-4000:]}")
-
-    def kill(self) -> None:
-        """SIGKILL: no cleanup, exactly like an OOM kill or a node loss."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+TINY_T2V = f"hf://{TINY_MODELS['wan-t2v']}"
+TINY_I2V = f"hf://{TINY_MODELS['wan-i2v']}"
 
 
 class Jobs:
@@ -127,7 +72,7 @@ class Jobs:
 def tiny_job(name: str, **spec: Any) -> dict[str, Any]:
     """A VideoGenJob for the tiny text-to-video model: a few seconds on CPU."""
     base: dict[str, Any] = {
-        "model": f"hf://{TINY_MODELS['t2v'][1]}",
+        "model": TINY_T2V,
         "task": "text-to-video",
         "prompt": "a tiny test video of a cat",
         "preset": "fast",

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from videogen_api import v1alpha1 as api
 
 pytestmark = pytest.mark.cluster
@@ -57,13 +58,25 @@ class TestKubectlExperience:
             "phase": "Running",
             "reason": "Running",
             "podName": "columns-abc-xyz",
-            "progress": {"stage": "generating", "step": 12, "totalSteps": 30, "percent": 42,
-                         "summary": "generating 12/30 (42%)"},
+            "progress": {
+                "stage": "generating",
+                "step": 12,
+                "totalSteps": 30,
+                "percent": 42,
+                "summary": "generating 12/30 (42%)",
+            },
             "output": {"uri": "s3://videos/columns.mp4"},
         }
         patched = k(
-            "patch", "vgj", "columns", "-n", NAMESPACE, "--subresource=status", "--type=merge",
-            "-p", json.dumps({"status": status}),
+            "patch",
+            "vgj",
+            "columns",
+            "-n",
+            NAMESPACE,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            json.dumps({"status": status}),
         )
         assert patched.returncode == 0, patched.stderr
         out = k("get", "vgj", "columns", "-n", NAMESPACE)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from operator_support import BUCKET, TINY_MODELS, Jobs, tiny_job
+from operator_support import BUCKET, TINY_I2V, Jobs, tiny_job
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.slow]
 
@@ -33,7 +33,7 @@ def test_missing_model_fails_at_once_without_retries(jobs: Jobs, start_operator:
 def test_corrupt_weights_are_a_model_load_error(jobs: Jobs, model_cache: Path, start_operator: Any) -> None:
     broken = model_cache / "corrupt-wan"
     if not broken.exists():
-        shutil.copytree(model_cache / "build" / TINY_MODELS["t2v"][0], broken)
+        shutil.copytree(model_cache / "build" / "wan-t2v", broken)
         for weights in (broken / "transformer").glob("*.safetensors"):
             weights.write_bytes(b"this is not a safetensors file")
     start_operator()
@@ -51,7 +51,7 @@ def test_bad_input_image_is_an_input_image_error(
     jobs.apply(
         tiny_job(
             "bad-image",
-            model=f"hf://{TINY_MODELS['i2v'][1]}",
+            model=TINY_I2V,
             task="image-to-video",
             image=f"s3://{BUCKET}/inputs/{namespace}-bad.png",
         )
@@ -62,7 +62,9 @@ def test_bad_input_image_is_an_input_image_error(
 
 
 def test_upload_errors_are_retried_up_to_retries(jobs: Jobs, start_operator: Any) -> None:
-    start_operator(extra_runner_env='{"VIDEOGEN_S3_MAX_ATTEMPTS": "1", "VIDEOGEN_S3_TRANSFER_ATTEMPTS": "1", "VIDEOGEN_S3_BACKOFF_SECONDS": "0"}')
+    start_operator(
+        extra_runner_env='{"VIDEOGEN_S3_MAX_ATTEMPTS": "1", "VIDEOGEN_S3_TRANSFER_ATTEMPTS": "1", "VIDEOGEN_S3_BACKOFF_SECONDS": "0"}'
+    )
     jobs.apply(tiny_job("no-bucket", output={"bucket": "bucket-that-does-not-exist"}, retries=1))
     status = failed(jobs, "no-bucket", timeout=300)
     assert status["reason"] == "UploadError"

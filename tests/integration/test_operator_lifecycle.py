@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
-from operator_support import BUCKET, TINY_MODELS, Jobs, tiny_job
+from operator_support import BUCKET, TINY_I2V, Jobs, tiny_job
 from PIL import Image
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.slow]
@@ -110,7 +110,7 @@ def test_image_to_video_end_to_end(devcluster: Any, jobs: Jobs, namespace: str, 
     jobs.apply(
         tiny_job(
             "i2v",
-            model=f"hf://{TINY_MODELS['i2v'][1]}",
+            model=TINY_I2V,
             task="image-to-video",
             image=f"s3://{BUCKET}/inputs/{namespace}.png",
             seed=3,
