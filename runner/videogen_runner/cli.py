@@ -10,21 +10,21 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import secrets
 import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from videogen_api import v1alpha1 as api
 
 from .errors import TerminatedError, failure_for
+from .progress import ProgressReporter, make_sink
+from .render import StageClock
 from .result import emit
+from .spec_input import RunInput, load_run_input
 
 log = logging.getLogger("videogen_runner")
 
@@ -73,50 +73,7 @@ def _raise_terminated(signum: int, _frame: FrameType | None) -> None:
     )
 
 
-@dataclass
-class StageClock:
-    """Seconds per stage, for RunnerResult.timings."""
-
-    started: float = field(default_factory=time.monotonic)
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    def add(self, stage: str, seconds: float) -> None:
-        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
-
-    def timings(self) -> api.Timings:
-        def get(name: str) -> float | None:
-            return round(self.seconds[name], 3) if name in self.seconds else None
-
-        return api.Timings(
-            loading=get("loading"),
-            generating=get("generating"),
-            encoding=get("encoding"),
-            uploading=get("uploading"),
-            total=round(time.monotonic() - self.started, 3),
-        )
-
-
-class _TimedIterator:
-    """Counts the time spent producing frames, so a streamed decode is billed to generating, not encoding."""
-
-    def __init__(self, inner: Iterator[Any]) -> None:
-        self.inner = inner
-        self.seconds = 0.0
-
-    def __iter__(self) -> _TimedIterator:
-        return self
-
-    def __next__(self) -> Any:
-        start = time.monotonic()
-        try:
-            return next(self.inner)
-        finally:
-            self.seconds += time.monotonic() - start
-
-
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> api.RunnerResult:
-    from .spec_input import load_run_input
-
     clock = StageClock()
     run_input = load_run_input(args.spec_file, env)
     spec = run_input.spec
@@ -129,8 +86,6 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> api.RunnerResult:
         run_input.output.uri,
         run_input.spec_hash,
     )
-
-    from .progress import ProgressReporter, make_sink
 
     reporter = ProgressReporter(make_sink(run_input.identity, env))
     try:
@@ -146,18 +101,15 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> api.RunnerResult:
 def _generate_and_upload(
     args: argparse.Namespace,
     env: Mapping[str, str],
-    run_input: Any,
-    reporter: Any,
+    run_input: RunInput,
+    reporter: ProgressReporter,
     clock: StageClock,
 ) -> api.RunnerResult:
-    from .images import fetch_input_image, fit_to_frame
-    from .memory import OutputSize, choose_memory_plan
-    from .models import hf_offline_env, inspect_model, load_pipeline, open_model
-    from .presets import resolve_params
+    from .render import render_video
     from .s3 import RetryPolicy, make_client
     from .upload import CONTENT_TYPES, check_reachable, presign, upload_file
 
-    spec: api.VideoGenJobSpec = run_input.spec
+    spec = run_input.spec
     stage_delay = float(env.get(ENV_TEST_STAGE_DELAY, "0") or 0)
 
     def enter(stage: api.Stage, step: int | None = None, total: int | None = None) -> None:
@@ -167,66 +119,16 @@ def _generate_and_upload(
 
     policy = RetryPolicy.from_env(env)
     s3 = make_client(env)
+    # Before any GPU work: a store that cannot be reached would waste the whole run.
     check_reachable(s3, run_input.output.bucket, run_input.output.key, policy)
-
-    started = time.monotonic()
-    enter(api.Stage.LOADING)
-    image = fetch_input_image(spec.image, s3, policy) if spec.image else None
-    hf_offline_env()
-    with open_model(spec.model, env=env, s3_client=s3, policy=policy) as model_dir:
-        info = inspect_model(spec.model, model_dir, spec.task)
-        resolved = resolve_params(
-            spec,
-            info.rules,
-            seed_source=lambda: secrets.randbelow(api.MAX_SEED + 1),
-            image_size=image.size if image else None,
-        )
-        for note in resolved.filled:
-            log.info("filled %s", note)
-        for note in resolved.adjustments:
-            log.warning("adjusted %s", note)
-        from .placement import apply_memory_plan, cuda_available, cuda_free_bytes
-
-        cuda = cuda_available()
-        loaded = load_pipeline(info, cuda=cuda)
-    params = resolved.params
-    plan = choose_memory_plan(
-        spec.memory,
-        cuda=cuda,
-        free_bytes=cuda_free_bytes() if cuda else None,
-        model_bytes=loaded.model_bytes,
-        largest_component_bytes=loaded.largest_component_bytes,
-        output=OutputSize(params.width, params.height, params.num_frames),
-    )
-    apply_memory_plan(loaded.pipe, plan)
-    log.info("memory mode: %s", plan.describe())
-    clock.add("loading", time.monotonic() - started)
-
-    from .encode import encode_frames
-    from .generate import GenerationRequest, generate
-
-    started = time.monotonic()
-    enter(api.Stage.GENERATING, 0, params.steps)
-    request = GenerationRequest(
-        prompt=spec.prompt,
-        negative_prompt=spec.negative_prompt,
-        params=params,
-        image=fit_to_frame(image.image, params.width, params.height) if image else None,
-    )
-    frames = generate(loaded, request, plan, reporter.step, env)
-    clock.add("generating", time.monotonic() - started)
 
     work_parent = args.work_dir or env.get(ENV_WORK_DIR) or None
     with tempfile.TemporaryDirectory(prefix="videogen-", dir=work_parent) as work:
-        started = time.monotonic()
-        enter(api.Stage.ENCODING)
-        timed = _TimedIterator(frames.iterator)
         video_path = Path(work) / f"video.{spec.output.format.value}"
-        encoded = encode_frames(timed, video_path, spec.output.format, params.fps, poster_index=frames.expected // 2)
-        clock.add("generating", timed.seconds)
-        clock.add("encoding", time.monotonic() - started - timed.seconds)
-        if encoded.frames != params.num_frames:
-            log.warning("the pipeline produced %d frames, %d were asked for", encoded.frames, params.num_frames)
+        rendered = render_video(
+            spec, env, video_path=video_path, s3=s3, policy=policy, on_stage=enter, on_step=reporter.step, clock=clock
+        )
+        encoded = rendered.encoded
 
         started = time.monotonic()
         enter(api.Stage.UPLOADING)
@@ -270,10 +172,10 @@ def _generate_and_upload(
     )
     return api.RunnerResult(
         output=output,
-        seed=params.seed,
+        seed=rendered.params.seed,
         timings=clock.timings(),
-        memory_mode=plan.describe(),
-        adjustments=resolved.adjustments,
+        memory_mode=rendered.plan.describe(),
+        adjustments=rendered.adjustments,
         spec_hash=run_input.spec_hash,
     )
 

@@ -1,0 +1,163 @@
+"""From a validated spec to an encoded video file: load the model, fit the inputs to it, pick the
+memory mode, denoise, decode and encode. Uploading and reporting stay with the caller (cli.py),
+so benchmarks run exactly this path.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from videogen_api import v1alpha1 as api
+
+from .encode import EncodedVideo
+from .memory import MemoryPlan
+from .presets import GenerationParams
+from .s3 import RetryPolicy
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+log = logging.getLogger("videogen_runner")
+
+StageHook = Callable[..., None]
+StepHook = Callable[[int, int], None]
+
+
+@dataclass
+class StageClock:
+    """Seconds per stage, for RunnerResult.timings."""
+
+    started: float = field(default_factory=time.monotonic)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+
+    def timings(self) -> api.Timings:
+        def get(name: str) -> float | None:
+            return round(self.seconds[name], 3) if name in self.seconds else None
+
+        return api.Timings(
+            loading=get("loading"),
+            generating=get("generating"),
+            encoding=get("encoding"),
+            uploading=get("uploading"),
+            total=round(time.monotonic() - self.started, 3),
+        )
+
+
+class _TimedIterator:
+    """Counts the time spent producing frames, so a streamed decode is billed to generating, not encoding."""
+
+    def __init__(self, inner: Iterator[Any]) -> None:
+        self.inner = inner
+        self.seconds = 0.0
+
+    def __iter__(self) -> _TimedIterator:
+        return self
+
+    def __next__(self) -> Any:
+        start = time.monotonic()
+        try:
+            return next(self.inner)
+        finally:
+            self.seconds += time.monotonic() - start
+
+
+@dataclass(frozen=True)
+class Rendered:
+    encoded: EncodedVideo
+    params: GenerationParams
+    adjustments: list[str]
+    plan: MemoryPlan
+    model_bytes: int
+
+
+def _no_stage(stage: api.Stage, step: int | None = None, total: int | None = None) -> None:
+    del stage, step, total
+
+
+def render_video(
+    spec: api.VideoGenJobSpec,
+    env: Mapping[str, str],
+    *,
+    video_path: Path,
+    s3: S3Client | None = None,
+    policy: RetryPolicy | None = None,
+    on_stage: StageHook = _no_stage,
+    on_step: StepHook | None = None,
+    clock: StageClock | None = None,
+) -> Rendered:
+    from .encode import encode_frames
+    from .generate import GenerationRequest, generate
+    from .images import fetch_input_image, fit_to_frame
+    from .memory import OutputSize, choose_memory_plan
+    from .models import hf_offline_env, inspect_model, load_pipeline, open_model
+    from .placement import apply_memory_plan, cuda_available, cuda_free_bytes
+    from .presets import resolve_params
+
+    clock = clock or StageClock()
+    policy = policy or RetryPolicy.from_env(env)
+
+    started = time.monotonic()
+    on_stage(api.Stage.LOADING)
+    image = fetch_input_image(spec.image, s3, policy) if spec.image else None
+    hf_offline_env()
+    with open_model(spec.model, env=env, s3_client=s3, policy=policy) as model_dir:
+        info = inspect_model(spec.model, model_dir, spec.task)
+        resolved = resolve_params(
+            spec,
+            info.rules,
+            seed_source=lambda: secrets.randbelow(api.MAX_SEED + 1),
+            image_size=image.size if image else None,
+        )
+        for note in resolved.filled:
+            log.info("filled %s", note)
+        for note in resolved.adjustments:
+            log.warning("adjusted %s", note)
+        cuda = cuda_available()
+        loaded = load_pipeline(info, cuda=cuda)
+    params = resolved.params
+    plan = choose_memory_plan(
+        spec.memory,
+        cuda=cuda,
+        free_bytes=cuda_free_bytes() if cuda else None,
+        model_bytes=loaded.model_bytes,
+        largest_component_bytes=loaded.largest_component_bytes,
+        output=OutputSize(params.width, params.height, params.num_frames),
+    )
+    apply_memory_plan(loaded.pipe, plan)
+    clock.add("loading", time.monotonic() - started)
+
+    started = time.monotonic()
+    on_stage(api.Stage.GENERATING, 0, params.steps)
+    request = GenerationRequest(
+        prompt=spec.prompt,
+        negative_prompt=spec.negative_prompt,
+        params=params,
+        image=fit_to_frame(image.image, params.width, params.height) if image else None,
+    )
+    frames = generate(loaded, request, plan, on_step or (lambda _step, _total: None), env)
+    clock.add("generating", time.monotonic() - started)
+
+    started = time.monotonic()
+    on_stage(api.Stage.ENCODING)
+    timed = _TimedIterator(frames.iterator)
+    encoded = encode_frames(timed, video_path, spec.output.format, params.fps, poster_index=frames.expected // 2)
+    clock.add("generating", timed.seconds)
+    clock.add("encoding", time.monotonic() - started - timed.seconds)
+    if encoded.frames != params.num_frames:
+        log.warning("the pipeline produced %d frames, %d were asked for", encoded.frames, params.num_frames)
+    return Rendered(
+        encoded=encoded,
+        params=params,
+        adjustments=resolved.adjustments,
+        plan=plan,
+        model_bytes=loaded.model_bytes,
+    )
