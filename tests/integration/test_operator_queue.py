@@ -47,3 +47,26 @@ def test_cap_of_one_runs_three_jobs_one_after_another(jobs: Jobs, start_operator
     assert any("position" in m and "cap: 1 running cluster-wide" in m for m in queued_messages)
     finished = sorted(names, key=lambda n: jobs.status(n)["completionTime"])
     assert finished == names, "jobs run in creation order"
+
+
+def test_queue_name_hands_the_job_to_kueue(devcluster: Any, jobs: Jobs, namespace: str, start_operator: Any) -> None:
+    """With spec.queueName the Job is created suspended with Kueue's label; the
+    job shows Queued until Kueue admits it (here we admit it as Kueue does: by
+    unsuspending the Job), and the operator's own cap does not hold it back."""
+    start_operator(max_running=1)
+    jobs.apply(tiny_job("kueued", queueName="gpu-queue", cache=False))
+    status = jobs.wait_phase("kueued", "Queued", timeout=30)
+    time.sleep(2)
+    status = jobs.status("kueued")
+    assert (status["phase"], status["reason"]) == ("Queued", "WaitingForAdmission")
+    assert "gpu-queue" in status["message"]
+    (job,) = jobs.runner_jobs()
+    assert job["spec"]["suspend"] is True
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
+
+    admitted = devcluster.kubectl(
+        "patch", "job", job["metadata"]["name"], "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":false}}'
+    )
+    assert admitted.returncode == 0, admitted.stderr
+    final = jobs.wait_phase("kueued", "Succeeded", "Failed", timeout=240)
+    assert final["phase"] == "Succeeded", final
