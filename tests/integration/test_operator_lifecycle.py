@@ -140,6 +140,14 @@ def test_identical_job_with_a_seed_is_a_cache_hit(
         "a cache hit must not create a runner Job"
     )
 
+    # The bucket remembers too: with both jobs gone, a new identical job still hits.
+    for name in ("first", "second"):
+        assert devcluster.kubectl("delete", "vgj", name, "-n", namespace).returncode == 0
+    jobs.apply(tiny_job("after-cleanup", seed=99))
+    later = jobs.wait_phase("after-cleanup", "Succeeded", "Failed", timeout=30)
+    assert later["reason"] == "CacheHit"
+    assert later["output"]["uri"] == first["output"]["uri"]
+
     jobs.apply(tiny_job("opted-out", seed=99, cache=False))
     third = jobs.wait_phase("opted-out", "Succeeded", "Failed", timeout=240)
     assert third["reason"] == "Succeeded"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from videogen_api import v1alpha1 as api
 from videogen_operator.observe import job_failure, view_job
 
@@ -138,3 +140,11 @@ def test_a_finished_pod_before_job_completion_is_still_seen() -> None:
         job(active=0, succeeded=1), [pod("p1", "Succeeded", {"terminated": {"exitCode": 0, "message": "{}"}})]
     )
     assert view.finished_pod == "p1" and not view.complete and view.running_pod is None
+
+
+@pytest.mark.parametrize("code", [c for c in api.ExitCode if c is not api.ExitCode.OK])
+def test_every_runner_exit_code_becomes_its_reason(code: api.ExitCode) -> None:
+    view = view_job(job(failed=1), [pod("p1", "Failed", {"terminated": {"exitCode": int(code), "message": "boom"}})])
+    assert view.last_failure is not None
+    assert view.last_failure.reason == api.EXIT_CODE_REASONS[code]
+    assert view.last_failure.message == "boom"
