@@ -167,7 +167,9 @@ class Reconciler:
             self._write(body, status, new, t, outcome)
             return
 
-        hit = self._cache_hit(ref, spec, digest)
+        # Looked up once, when the job is accepted: a queued job does not re-query
+        # the API and the bucket on every sweep.
+        hit = self._cache_hit(ref, spec, digest) if status.get("phase") == Phase.PENDING else None
         if hit is not None:
             message = f"identical to an earlier job (spec hash {digest}); reused {hit.get('uri')} without a GPU"
             new, t = transition(status, Phase.SUCCEEDED, Reason.CACHE_HIT, message, now, generation)
@@ -180,6 +182,10 @@ class Reconciler:
         if spec.suspend:
             self._hold_suspended(body, ref, status, status, now, outcome, job_exists=False)
             return
+
+        if suspended_since(status) is not None:
+            resumed = set_suspended(status, False, "resumed; waiting for a GPU slot", now, generation)
+            status = self._write(body, status, resumed, None, outcome, force=True)
 
         if spec.queue_name:
             self._start(ref, spec, digest, suspended=True)
@@ -560,14 +566,17 @@ class Reconciler:
             if body is None:
                 return
             status = dict(body.get("status") or {})
-            if status.get("phase") not in (Phase.PENDING, Phase.QUEUED):
+            if status.get("phase") not in (Phase.PENDING, Phase.QUEUED) or (body.get("spec") or {}).get("suspend"):
                 return
+            old = status
+            if suspended_since(status) is not None:
+                status = set_suspended(status, False, "resumed; waiting for a GPU slot", self.clock(), None)
             message = queue_message(position, total, self.settings.max_running, self.settings.max_running_per_namespace)
             new, t = transition(
                 status, Phase.QUEUED, Reason.QUEUED, message, self.clock(), body["metadata"].get("generation")
             )
             new["queuePosition"] = position
-            self._write(body, status, new, t, Outcome(), force=status.get("queuePosition") != position)
+            self._write(body, old, new, t, Outcome(), force=old.get("queuePosition") != position)
 
     # ================================================================== deletion
 
