@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from runner_support import TINY_WAN_REPO, RunCli, RunOutcome, TinyModels
+from runner_support import TINY_WAN_REPO, HttpsServer, RunCli, RunOutcome, TinyModels
 
 from videogen_devcluster.testing import unique_name
 
@@ -143,3 +143,31 @@ def closed_port() -> Iterator[int]:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
     yield port
+
+
+@pytest.fixture
+def https_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HttpsServer]:
+    """A loopback HTTPS file server with its own CA, trusted through SSL_CERT_FILE."""
+    import functools
+    import http.server
+    import ssl
+    import threading
+
+    from videogen_devcluster.pki import generate_pki
+
+    pki = generate_pki(tmp_path / "pki")
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki.serving_cert, pki.serving_key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca_cert))
+    try:
+        yield HttpsServer(root=root, url=f"https://127.0.0.1:{server.server_address[1]}", ca_cert=pki.ca_cert)
+    finally:
+        server.shutdown()
+        server.server_close()

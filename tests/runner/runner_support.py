@@ -64,6 +64,13 @@ class RunOutcome:
         return parsed
 
 
+@dataclass(frozen=True)
+class HttpsServer:
+    root: Path
+    url: str
+    ca_cert: Path
+
+
 RunCli = Callable[..., RunOutcome]
 
 

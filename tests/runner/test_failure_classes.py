@@ -3,7 +3,11 @@ one-line message, in the termination log and on stdout."""
 
 from __future__ import annotations
 
+import json
 import shutil
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -173,3 +177,32 @@ class TestClassification:
         assert failure.message.startswith("ValueError: first line second line")
         assert len(failure.message) <= 1000
         assert failure.reason is api.Reason.INTERNAL_ERROR
+
+
+@pytest.mark.s3
+class TestTermination:
+    def test_sigterm_mid_run_reports_a_retryable_failure(
+        self, s3_env: dict[str, str], tiny_models: TinyModels, bucket: str, tmp_path: Path
+    ) -> None:
+        spec = tiny_spec(str(tiny_models.wan_t2v), steps=4, output={"bucket": bucket})
+        termination = tmp_path / "termination-log"
+        env = {
+            **s3_env,
+            api.ENV_SPEC: json.dumps(spec),
+            api.ENV_TERMINATION_LOG: str(termination),
+            "VIDEOGEN_TEST_STEP_DELAY_SECONDS": "5",
+        }
+        exe = Path(sys.executable).with_name("videogen-runner")
+        proc = subprocess.Popen([str(exe)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "generating 1/4" in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        stdout, _ = proc.communicate(timeout=60)
+
+        assert proc.returncode == api.ExitCode.INTERNAL_ERROR
+        failure = api.RunnerFailure.model_validate_json(termination.read_text())
+        assert failure.message.startswith("terminated by signal SIGTERM")
+        assert json.loads(stdout.strip().splitlines()[-1]) == failure.to_wire()
+        assert api.ExitCode.INTERNAL_ERROR not in api.NON_RETRYABLE_EXIT_CODES, "the operator may retry it"

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 from PIL import Image
+from runner_support import HttpsServer
 
 from videogen_runner import images
-from videogen_runner.errors import InputImageError
+from videogen_runner.errors import InputImageError, InternalError
 from videogen_runner.images import check_image_bytes, fetch_input_image, fit_to_frame, sniff
 from videogen_runner.s3 import RetryPolicy
 
@@ -77,6 +79,24 @@ class TestFitting:
         assert fitted.size == (64, 64)
         assert fitted.getpixel((32, 32)) == (0, 0, 255), "the centre square survives; the red sides are cropped"
         assert fitted.getpixel((1, 32))[2] > 200
+
+
+class TestFetchingOverHttps:
+    def test_an_https_image(self, https_server: HttpsServer, png_bytes: Callable[..., bytes]) -> None:
+        (https_server.root / "first.png").write_bytes(png_bytes(80, 64))
+        image = fetch_input_image(f"{https_server.url}/first.png", None, RetryPolicy(attempts=1))
+        assert (image.kind, image.size) == ("PNG", (80, 64))
+
+    def test_an_https_error_names_the_status(self, https_server: HttpsServer) -> None:
+        with pytest.raises(InputImageError, match="answered HTTP 404"):
+            fetch_input_image(f"{https_server.url}/missing.png", None, RetryPolicy(attempts=1))
+
+    def test_an_untrusted_certificate_is_refused(
+        self, https_server: HttpsServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        monkeypatch.delenv("SSL_CERT_FILE")
+        with pytest.raises(InternalError, match="could not fetch"):
+            fetch_input_image(f"{https_server.url}/first.png", None, RetryPolicy(attempts=1))
 
 
 @pytest.mark.s3

@@ -14,8 +14,11 @@ from runner_support import TINY_WAN_REPO, TinyModels, tiny_spec
 
 from videogen_api import v1alpha1 as api
 from videogen_runner import tiny_models as tiny
+from videogen_runner.cache import hub_cache_dir, model_cache_root
 from videogen_runner.errors import InvalidInputError, ModelLoadError, ModelNotFoundError
-from videogen_runner.models import inspect_model, parse_hf_uri, resolve_hf
+from videogen_runner.model_sync import cache_dir_for
+from videogen_runner.models import component_dtypes, inspect_model, parse_hf_uri, resolve_hf
+from videogen_runner.presets import Family
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -129,3 +132,32 @@ class TestModelFitsTheTask:
         assert (info.class_name, info.family.value, info.accepts_image) == ("WanImageToVideoPipeline", "wan", True)
         assert (info.rules.frame_step, info.rules.size_multiple) == (4, 16)
         assert "callback_on_step_end" in info.call_parameters
+
+
+class TestCacheLayout:
+    def test_the_operators_layout(self) -> None:
+        # What the operator passes: the volume root and HF_HOME below it.
+        env = {api.ENV_MODEL_CACHE: "/models", "HF_HOME": "/models/hf"}
+        assert (model_cache_root(env), hub_cache_dir(env)) == (Path("/models"), Path("/models/hf/hub"))
+        assert cache_dir_for(model_cache_root(env), "weights", "wan/1.3b") == Path("/models/s3/weights/wan/1.3b")
+
+    def test_the_volume_root_alone_is_the_hf_home(self) -> None:
+        env = {api.ENV_MODEL_CACHE: "/models"}
+        assert hub_cache_dir(env) == Path("/models/hub")
+
+    def test_hf_hub_cache_wins(self) -> None:
+        assert hub_cache_dir({"HF_HUB_CACHE": "/x", "HF_HOME": "/y"}) == Path("/x")
+
+
+class TestPrecision:
+    def test_bf16_on_cuda_with_the_wan_vae_kept_in_fp32(self) -> None:
+        import torch
+
+        dtypes = component_dtypes(Family.WAN, cuda=True)
+        assert dtypes == {"default": torch.bfloat16, "vae": torch.float32, "image_encoder": torch.float32}
+        assert component_dtypes(Family.LTX, cuda=True) is torch.bfloat16
+
+    def test_fp32_on_cpu(self) -> None:
+        import torch
+
+        assert component_dtypes(Family.WAN, cuda=False) is torch.float32
