@@ -105,6 +105,10 @@ class ProgressSink(Protocol):
     def write(self, progress: api.Progress) -> None: ...
 
 
+class StaleJobError(RuntimeError):
+    """The VideoGenJob of this name was deleted and created again: its status is not ours to write."""
+
+
 class KubeStatusSink:
     """Merge-patches status.progress of one VideoGenJob through the status subresource."""
 
@@ -115,9 +119,29 @@ class KubeStatusSink:
         self.namespace = identity.namespace
         self.name = identity.name
         self.uid = identity.uid
-        self._api = client.CustomObjectsApi(api_client)
+        self._api: Any = client.CustomObjectsApi(api_client)
+        self._checked = False
+        self._stale = False
+
+    def _check_same_job(self) -> None:
+        """Once: the object under this name must be our job, not a newer one that reuses the name
+        (a merge patch on the status subresource has no uid precondition of its own)."""
+        if self._checked or not self.uid:
+            self._checked = True
+            return
+        current = self._api.get_namespaced_custom_object_status(
+            api.GROUP, api.VERSION, self.namespace, api.PLURAL, self.name, _request_timeout=(5, 10)
+        )
+        uid = (current.get("metadata") or {}).get("uid")
+        if uid != self.uid:
+            self._stale = True
+            raise StaleJobError(f"{self.namespace}/{self.name} is now uid {uid}, not this run's {self.uid}")
+        self._checked = True
 
     def write(self, progress: api.Progress) -> None:
+        if self._stale:
+            raise StaleJobError(f"{self.namespace}/{self.name} belongs to another run; not writing")
+        self._check_same_job()
         # Every field, unset ones as null: a merge patch would otherwise keep stale values
         # from the previous write (e.g. a step count while loading).
         body: dict[str, Any] = {"status": {"progress": progress.model_dump(by_alias=True, mode="json")}}

@@ -13,7 +13,9 @@ import pytest
 from videogen_api import v1alpha1 as api
 from videogen_runner.progress import (
     Coalescer,
+    KubeStatusSink,
     ProgressReporter,
+    StaleJobError,
     make_progress,
     make_sink,
     overall_percent,
@@ -153,3 +155,49 @@ class TestWhereProgressGoes:
             sink = make_sink(identity, {"KUBECONFIG": "/nonexistent/kubeconfig"})
         assert sink is None
         assert "cannot write progress to ns/job" in caplog.text
+
+
+class FakeCustomObjects:
+    def __init__(self, uid: str) -> None:
+        self.uid = uid
+        self.patches: list[dict[str, object]] = []
+        self.gets = 0
+
+    def get_namespaced_custom_object_status(self, *_args: object, **_kwargs: object) -> dict[str, object]:
+        self.gets += 1
+        return {"metadata": {"uid": self.uid}}
+
+    def patch_namespaced_custom_object_status(self, *args: object, **kwargs: object) -> None:
+        assert kwargs["_content_type"] == "application/merge-patch+json"
+        body = args[5]
+        assert isinstance(body, dict)
+        self.patches.append(body)
+
+
+class TestStatusSink:
+    def sink(self, job_uid: str, server_uid: str) -> tuple[KubeStatusSink, FakeCustomObjects]:
+        from kubernetes import client
+
+        sink = KubeStatusSink(JobIdentity("ns", "fox", job_uid), client.ApiClient())
+        fake = FakeCustomObjects(server_uid)
+        sink._api = fake
+        return sink, fake
+
+    def test_writes_every_field_so_no_stale_value_survives_a_merge(self) -> None:
+        sink, fake = self.sink("uid-1", "uid-1")
+        sink.write(make_progress(Stage.LOADING, None, None, NOW))
+        sink.write(make_progress(Stage.ENCODING, None, None, NOW))
+
+        progress = fake.patches[-1]["status"]
+        assert isinstance(progress, dict)
+        assert progress["progress"]["step"] is None, "null deletes the step a merge patch would keep"
+        assert progress["progress"]["stage"] == "encoding"
+        assert fake.gets == 1, "the job's identity is checked once"
+
+    def test_a_recreated_job_of_the_same_name_is_left_alone(self) -> None:
+        sink, fake = self.sink("uid-old", "uid-new")
+        for _ in range(2):
+            with pytest.raises(StaleJobError):
+                sink.write(make_progress(Stage.LOADING, None, None, NOW))
+        assert fake.patches == []
+        assert fake.gets == 1
