@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from runner_support import TINY_WAN_REPO, HttpsServer, RunCli, RunOutcome, TinyModels
+from runner_support import TINY_WAN_REPO, HttpsServer, RunCli, RunInProcess, RunOutcome, TinyModels
 
 from videogen_devcluster.testing import unique_name
 
@@ -102,7 +102,7 @@ def run_cli(tmp_path: Path) -> RunCli:
 
 
 @pytest.fixture
-def run_inprocess(tmp_path: Path) -> Callable[[Mapping[str, Any], Mapping[str, str]], tuple[int, dict[str, Any]]]:
+def run_inprocess(tmp_path: Path) -> RunInProcess:
     """Run the runner's main() in this process (sharing the already imported torch): for the
     tests that care about what is generated and loaded rather than about the process boundary."""
     from videogen_runner import cli

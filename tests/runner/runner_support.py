@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -72,6 +72,7 @@ class HttpsServer:
 
 
 RunCli = Callable[..., RunOutcome]
+RunInProcess = Callable[[Mapping[str, Any], Mapping[str, str]], tuple[int, dict[str, Any]]]
 
 
 def download(client: S3Client, bucket: str, key: str, dest: Path) -> tuple[Path, dict[str, str]]:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from PIL import Image
-from runner_support import RunCli, TinyModels, download, tiny_spec
+from runner_support import RunCli, RunInProcess, TinyModels, download, tiny_spec
 
 from videogen_api import v1alpha1 as api
 from videogen_runner.probe import probe
@@ -110,3 +110,34 @@ class TestImageToVideo:
         assert outcome.returncode == 0, outcome.stderr[-4000:]
         assert_video_in_s3(s3_client, bucket, "clips/i2v.mp4", outcome.last_line, tmp_path, frames=9, fps=8, size=64)
         assert "input image s3://" in outcome.stderr and "PNG 96x64" in outcome.stderr
+
+
+class TestOtherFormats:
+    @pytest.mark.parametrize(
+        ("fmt", "codec", "content_type"), [("webm", "vp9", "video/webm"), ("gif", "gif", "image/gif")]
+    )
+    def test_webm_and_gif(
+        self,
+        run_inprocess: RunInProcess,
+        s3_env: dict[str, str],
+        tiny_models: TinyModels,
+        bucket: str,
+        s3_client: S3Client,
+        tmp_path: Path,
+        fmt: str,
+        codec: str,
+        content_type: str,
+    ) -> None:
+        spec = tiny_spec(str(tiny_models.wan_t2v), output={"bucket": bucket, "format": fmt, "presignSeconds": 0})
+
+        code, message = run_inprocess(spec, s3_env)
+
+        assert code == 0, message
+        result = api.RunnerResult.model_validate(message)
+        assert result.output.url is None, "presignSeconds: 0 disables the URL"
+        assert result.output.uri and result.output.uri.endswith(f".{fmt}")
+        key = result.output.uri.removeprefix(f"s3://{bucket}/")
+        path, _ = download(s3_client, bucket, key, tmp_path / f"v.{fmt}")
+        info = probe(path)
+        assert (info.codec, info.frames) == (codec, 9)
+        assert s3_client.head_object(Bucket=bucket, Key=key)["ContentType"] == content_type

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from runner_support import TINY_WAN_REPO, TinyModels, tiny_spec
+from runner_support import TINY_WAN_REPO, RunInProcess, TinyModels, tiny_spec
 
 from videogen_api import v1alpha1 as api
 from videogen_runner import tiny_models as tiny
@@ -22,8 +21,6 @@ from videogen_runner.presets import Family
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-
-RunInProcess = Callable[[Mapping[str, Any], Mapping[str, str]], tuple[int, dict[str, Any]]]
 
 
 def succeeded(outcome: tuple[int, dict[str, Any]]) -> api.RunnerResult:
