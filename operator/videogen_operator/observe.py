@@ -167,7 +167,10 @@ def view_job(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> JobView:
     )
     ordered = sorted(pods, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "")
     view.pods = [p["metadata"]["name"] for p in ordered]
-    counted = sum(int(status.get(k) or 0) for k in ("active", "succeeded", "failed"))
+    # Each runner pod is one attempt (restartPolicy Never keeps failed pods). The
+    # Job's counters can briefly count one pod twice (active and succeeded), so
+    # they only fill in when pods are already gone.
+    counted = int(status.get("failed") or 0) + (1 if (status.get("active") or status.get("succeeded")) else 0)
     view.attempts = max(counted, len(ordered))
 
     for pod in ordered:

@@ -54,6 +54,33 @@ class Outcome:
     transitions: list[Transition] = field(default_factory=list)
 
 
+@dataclass
+class _Pass:
+    """One reconcile of one VideoGenJob: what it read, and its status as last written."""
+
+    body: dict[str, Any]
+    ref: JobRef
+    parsed: api.VideoGenJobSpec | None  # None only where the spec is invalid or not needed
+    digest: str
+    now: datetime
+    status: dict[str, Any]
+    outcome: Outcome
+
+    @property
+    def spec(self) -> api.VideoGenJobSpec:
+        assert self.parsed is not None, "this step needs a valid spec"
+        return self.parsed
+
+    @property
+    def generation(self) -> int | None:
+        value = self.body["metadata"].get("generation")
+        return int(value) if value is not None else None
+
+
+def _kueue_message(spec: api.VideoGenJobSpec) -> str:
+    return f"waiting for Kueue to admit the Job in LocalQueue {spec.queue_name!r}"
+
+
 def ref_of(body: dict[str, Any]) -> JobRef:
     meta = body["metadata"]
     return JobRef(namespace=meta["namespace"], name=meta["name"], uid=meta["uid"])
@@ -114,97 +141,85 @@ class Reconciler:
         if is_terminal(status):
             return outcome
         ref = ref_of(body)
-        generation = body["metadata"].get("generation")
         now = self.clock()
-
         try:
             spec = parse_spec(body.get("spec"))
             digest = api.spec_hash(spec)
             validate_spec(ref, spec, self.settings, digest, self.kube.priority_class_exists)
         except SpecError as err:
-            new, t = transition(status, Phase.FAILED, Reason.VALIDATION_FAILED, str(err), now, generation)
-            new["lastFailure"] = Failure(Reason.VALIDATION_FAILED, str(err), "operator").to_status(now)
-            self._write(body, status, new, t, outcome)
+            p = _Pass(body, ref, None, "", now, status, outcome)
+            failed = dict(status, lastFailure=Failure(Reason.VALIDATION_FAILED, str(err), "operator").to_status(now))
+            self._move(p, failed, Phase.FAILED, Reason.VALIDATION_FAILED, str(err))
             return outcome
+        p = _Pass(body, ref, spec, digest, now, status, outcome)
 
         if not status.get("phase"):
-            new, t = transition(
-                status, Phase.PENDING, Reason.CREATED, "accepted; waiting for admission", now, generation
+            self._move(
+                p,
+                dict(status, specHash=digest, attempts=0),
+                Phase.PENDING,
+                Reason.CREATED,
+                "accepted; waiting for admission",
             )
-            new["specHash"] = digest
-            new["attempts"] = 0
-            status = self._write(body, status, new, t, outcome)
 
-        job_name = manifests.child_name(ref)
-        job = self.kube.get_job(ref.namespace, job_name)
+        job = self.kube.get_job(ref.namespace, manifests.child_name(ref))
         pods = self.kube.list_job_pods(ref.namespace, ref.uid) if job else []
         view = view_job(job, pods)
-        if not view.exists:
-            self._without_job(body, ref, spec, digest, status, now, outcome)
+        if view.exists:
+            self._with_job(p, view, job or {})
         else:
-            self._with_job(body, ref, spec, digest, status, view, job or {}, now, outcome)
+            self._without_job(p)
         return outcome
+
+    def _move(
+        self, p: _Pass, base: dict[str, Any], phase: api.Phase, reason: str, message: str, *, force: bool = False
+    ) -> None:
+        """Transition `base` to (phase, reason, message) and write it if anything changed."""
+        new, t = transition(base, phase, reason, message, p.now, p.generation)
+        p.status = self._write(p.body, p.status, new, t, p.outcome, force=force)
 
     # ------------------------------------------------------------------ before the Job exists
 
-    def _without_job(
-        self,
-        body: dict[str, Any],
-        ref: JobRef,
-        spec: api.VideoGenJobSpec,
-        digest: str,
-        status: dict[str, Any],
-        now: datetime,
-        outcome: Outcome,
-    ) -> None:
-        generation = body["metadata"].get("generation")
+    def _without_job(self, p: _Pass) -> None:
+        status, spec = p.status, p.spec
         if status.get("jobName"):
             # We created a Job before and it is gone while the job was not done:
             # re-creating it could run the generation twice, so fail loudly instead.
             message = f"runner Job {status['jobName']} disappeared before the job finished"
-            new, t = transition(status, Phase.FAILED, Reason.JOB_MISSING, message, now, generation)
-            new["lastFailure"] = Failure(Reason.JOB_MISSING, message, "job").to_status(now)
-            self._write(body, status, new, t, outcome)
+            failure = Failure(Reason.JOB_MISSING, message, "job").to_status(p.now)
+            self._move(p, dict(status, lastFailure=failure), Phase.FAILED, Reason.JOB_MISSING, message)
             return
 
         # Looked up once, when the job is accepted: a queued job does not re-query
         # the API and the bucket on every sweep.
-        hit = self._cache_hit(ref, spec, digest) if status.get("phase") == Phase.PENDING else None
+        hit = self._cache_hit(p.ref, spec, p.digest) if status.get("phase") == Phase.PENDING else None
         if hit is not None:
-            message = f"identical to an earlier job (spec hash {digest}); reused {hit.get('uri')} without a GPU"
-            new, t = transition(status, Phase.SUCCEEDED, Reason.CACHE_HIT, message, now, generation)
-            new["output"] = self._with_fresh_url(hit, spec)
-            new["seed"] = spec.seed
-            new["progress"] = {"stage": api.Stage.DONE, "percent": 100, "summary": "done (cache hit)"}
-            self._write(body, status, new, t, outcome)
+            message = f"identical to an earlier job (spec hash {p.digest}); reused {hit.get('uri')} without a GPU"
+            done = dict(
+                status,
+                output=self._with_fresh_url(hit, spec),
+                seed=spec.seed,
+                progress={"stage": api.Stage.DONE, "percent": 100, "summary": "done (cache hit)"},
+            )
+            self._move(p, done, Phase.SUCCEEDED, Reason.CACHE_HIT, message)
             return
 
         if spec.suspend:
-            self._hold_suspended(body, ref, status, status, now, outcome, job_exists=False)
+            self._hold_suspended(p, dict(status), job_exists=False)
             return
-
         if suspended_since(status) is not None:
-            resumed = set_suspended(status, False, "resumed; waiting for a GPU slot", now, generation)
-            status = self._write(body, status, resumed, None, outcome, force=True)
+            resumed = set_suspended(status, False, "resumed; waiting for a GPU slot", p.now, p.generation)
+            p.status = self._write(p.body, status, resumed, None, p.outcome, force=True)
 
         if spec.queue_name:
-            self._start(ref, spec, digest, suspended=True)
-            status = self._mark_job_created(body, status, ref, outcome)
-            new, t = transition(
-                status,
-                Phase.QUEUED,
-                Reason.WAITING_FOR_ADMISSION,
-                f"waiting for Kueue to admit the Job in LocalQueue {spec.queue_name!r}",
-                now,
-                generation,
-            )
-            self._write(body, status, new, t, outcome)
+            self._start(p.ref, spec, p.digest, suspended=True)
+            self._mark_job_created(p)
+            self._move(p, p.status, Phase.QUEUED, Reason.WAITING_FOR_ADMISSION, _kueue_message(spec))
             return
 
-        if status.get("phase") == Phase.PENDING:
-            new, t = transition(status, Phase.QUEUED, Reason.QUEUED, "waiting for a GPU slot", now, generation)
-            self._write(body, status, new, t, outcome)
-        outcome.needs_admission = True
+        if p.status.get("phase") == Phase.PENDING:
+            self._move(p, p.status, Phase.QUEUED, Reason.QUEUED, "waiting for a GPU slot")
+        p.outcome.needs_admission = True
 
     def _cache_hit(self, ref: JobRef, spec: api.VideoGenJobSpec, digest: str) -> dict[str, Any] | None:
         if not (self.settings.cache_enabled and spec.cache and spec.seed is not None):
@@ -236,33 +251,20 @@ class Reconciler:
                 output["urlExpiresAt"] = iso(datetime.fromtimestamp(self.clock().timestamp() + seconds))
         return output
 
-    def _hold_suspended(
-        self,
-        body: dict[str, Any],
-        ref: JobRef,
-        old: dict[str, Any],
-        base: dict[str, Any],
-        now: datetime,
-        outcome: Outcome,
-        *,
-        job_exists: bool,
-    ) -> None:
+    def _hold_suspended(self, p: _Pass, base: dict[str, Any], *, job_exists: bool) -> None:
         """spec.suspend: the pod goes away; past the grace period the job is Cancelled for good."""
-        generation = body["metadata"].get("generation")
         grace = self.settings.cancel_grace_seconds
-        since = suspended_since(old)
-        if since is not None and (now - since).total_seconds() >= grace:
+        since = suspended_since(p.status)
+        if since is not None and (p.now - since).total_seconds() >= grace:
             if job_exists:
-                self.kube.delete_job(ref.namespace, manifests.child_name(ref))
+                self.kube.delete_job(p.ref.namespace, manifests.child_name(p.ref))
             message = f"suspended for longer than the cancel grace period ({grace}s)"
-            new, t = transition(base, Phase.CANCELLED, Reason.CANCELLED, message, now, generation)
-            self._write(body, old, new, t, outcome)
+            self._move(p, base, Phase.CANCELLED, Reason.CANCELLED, message)
             return
         message = f"suspended by spec.suspend; set it to false to resume, or it is cancelled after {grace}s"
-        new = set_suspended(base, True, message, now, generation)
-        new, t = transition(new, Phase.QUEUED, Reason.SUSPENDED, message, now, generation)
-        new.pop("queuePosition", None)
-        self._write(body, old, new, t, outcome)
+        held = set_suspended(base, True, message, p.now, p.generation)
+        held.pop("queuePosition", None)
+        self._move(p, held, Phase.QUEUED, Reason.SUSPENDED, message)
 
     # ------------------------------------------------------------------ creating the Job
 
@@ -288,164 +290,118 @@ class Reconciler:
             return
         self.kube.create_if_missing(manifests.build_secret_copy(source, namespace))
 
-    def _mark_job_created(
-        self, body: dict[str, Any], status: dict[str, Any], ref: JobRef, outcome: Outcome
-    ) -> dict[str, Any]:
-        new = dict(status)
-        new["jobName"] = manifests.child_name(ref)
+    def _mark_job_created(self, p: _Pass) -> None:
+        """Record the Job's name at once: from now on a missing Job means it was lost, not never made."""
+        new = dict(p.status, jobName=manifests.child_name(p.ref))
         new.pop("queuePosition", None)
-        return self._write(body, status, new, None, outcome, force=True)
+        p.status = self._write(p.body, p.status, new, None, p.outcome, force=True)
 
     # ------------------------------------------------------------------ while the Job exists
 
-    def _with_job(
-        self,
-        body: dict[str, Any],
-        ref: JobRef,
-        spec: api.VideoGenJobSpec,
-        digest: str,
-        status: dict[str, Any],
-        view: JobView,
-        job: dict[str, Any],
-        now: datetime,
-        outcome: Outcome,
-    ) -> None:
-        generation = body["metadata"].get("generation")
-        base = dict(status)
-        base["jobName"] = manifests.child_name(ref)
-        base["attempts"] = view.attempts
+    def _with_job(self, p: _Pass, view: JobView, job: dict[str, Any]) -> None:
+        spec, status = p.spec, p.status
+        base = dict(status, jobName=manifests.child_name(p.ref), attempts=view.attempts)
         if view.current_pod:
             base["podName"] = view.current_pod
         if view.last_failure:
-            base["lastFailure"] = view.last_failure.to_status(now)
+            base["lastFailure"] = view.last_failure.to_status(p.now)
 
         if view.complete:
-            self._succeeded(body, ref, spec, digest, status, base, view, now, outcome)
+            self._succeeded(p, base, view)
             return
         if view.failed:
             failure = job_failure(view)
-            base["lastFailure"] = failure.to_status(now)
-            new, t = transition(base, Phase.FAILED, failure.reason, failure.message, now, generation)
-            self._write(body, status, new, t, outcome)
+            base["lastFailure"] = failure.to_status(p.now)
+            self._move(p, base, Phase.FAILED, failure.reason, failure.message)
             return
 
         if spec.suspend:
             if not view.suspended:
-                self.kube.set_job_suspended(ref.namespace, base["jobName"], True)
-            self._hold_suspended(body, ref, status, base, now, outcome, job_exists=True)
+                self.kube.set_job_suspended(p.ref.namespace, base["jobName"], True)
+            self._hold_suspended(p, base, job_exists=True)
             return
         if view.suspended:
             if _is_kueue_managed(job):
-                resumed = set_suspended(base, False, "resumed; waiting for Kueue", now, generation)
                 if suspended_since(status) is not None:
-                    self.kube.set_job_suspended(ref.namespace, base["jobName"], False)
-                new, t = transition(
-                    resumed,
-                    Phase.QUEUED,
-                    Reason.WAITING_FOR_ADMISSION,
-                    f"waiting for Kueue to admit the Job in LocalQueue {spec.queue_name!r}",
-                    now,
-                    generation,
-                )
-                self._write(body, status, new, t, outcome)
+                    self.kube.set_job_suspended(p.ref.namespace, base["jobName"], False)
+                resumed = set_suspended(base, False, "resumed; waiting for Kueue", p.now, p.generation)
+                self._move(p, resumed, Phase.QUEUED, Reason.WAITING_FOR_ADMISSION, _kueue_message(spec))
             else:
                 # Resuming takes a GPU slot again, so it goes through admission.
-                outcome.needs_admission = True
+                p.outcome.needs_admission = True
             return
         if suspended_since(status) is not None:
-            base = set_suspended(base, False, "resumed", now, generation)
+            base = set_suspended(base, False, "resumed", p.now, p.generation)
+        base.pop("queuePosition", None)
 
         if view.running_pod:
             message = f"runner pod {view.running_pod} is running"
             if view.attempts > 1:
                 message += f" (attempt {view.attempts} of {spec.retries + 1})"
-            base.pop("queuePosition", None)
-            new, t = transition(base, Phase.RUNNING, Reason.RUNNING, message, now, generation)
-            self._write(body, status, new, t, outcome)
-            return
-
-        if view.finished_pod:
-            # The runner exited 0; the Job controller marks the Job Complete a moment later.
-            # Never fall back to Queued in between.
-            new, t = transition(
-                base, Phase.RUNNING, Reason.RUNNING, "the runner finished; recording the result", now, generation
-            )
-            self._write(body, status, new, t, outcome)
-            return
-        if status.get("startTime") and view.last_failure is not None:
+            self._move(p, base, Phase.RUNNING, Reason.RUNNING, message)
+        elif view.finished_pod:
+            # The runner exited 0 and the Job controller marks the Job Complete a
+            # moment later: never fall back to Queued in between.
+            self._move(p, base, Phase.RUNNING, Reason.RUNNING, "the runner finished; recording the result")
+        elif status.get("startTime") and view.last_failure is not None:
             failure = view.last_failure
             message = f"attempt {view.attempts - 1} failed ({failure.reason}: {failure.message}); retrying"
-            new, t = transition(base, Phase.RUNNING, Reason.RETRYING, message, now, generation)
-            self._write(body, status, new, t, outcome)
-            return
+            self._move(p, base, Phase.RUNNING, Reason.RETRYING, message)
+        else:
+            self._starting(p, base, view, job)
 
-        started = view.started_at or view.created_at or now
-        waited = (now - started).total_seconds()
-        if waited >= spec.startup_timeout_seconds:
+    def _starting(self, p: _Pass, base: dict[str, Any], view: JobView, job: dict[str, Any]) -> None:
+        """The pod has not run yet: say why, and fail it once the startup deadline passes."""
+        limit = p.spec.startup_timeout_seconds
+        started = view.started_at or view.created_at or p.now
+        if (p.now - started).total_seconds() >= limit:
             why = view.waiting or view.last_failure
-            message = f"the runner pod did not start within startupTimeoutSeconds ({spec.startup_timeout_seconds}s)"
+            message = f"the runner pod did not start within startupTimeoutSeconds ({limit}s)"
             if why:
                 message += f": {why.reason}: {why.message}"
-            self.kube.delete_job(ref.namespace, base["jobName"])
+            self.kube.delete_job(p.ref.namespace, base["jobName"])
             base["lastFailure"] = Failure(
                 why.reason if why else Reason.STARTUP_TIMEOUT, message, why.location if why else "pod"
-            ).to_status(now)
-            new, t = transition(base, Phase.FAILED, Reason.STARTUP_TIMEOUT, message, now, generation)
-            self._write(body, status, new, t, outcome)
+            ).to_status(p.now)
+            self._move(p, base, Phase.FAILED, Reason.STARTUP_TIMEOUT, message)
             return
-
         if view.waiting:
-            base["lastFailure"] = view.waiting.to_status(now)
+            base["lastFailure"] = view.waiting.to_status(p.now)
             reason: str = view.waiting.reason
             message = f"{reason}: {view.waiting.message}"
-        elif _is_kueue_managed(job) and status.get("reason") == Reason.WAITING_FOR_ADMISSION:
+        elif _is_kueue_managed(job) and p.status.get("reason") == Reason.WAITING_FOR_ADMISSION:
             reason, message = Reason.POD_STARTING, "admitted by Kueue; the runner pod is starting"
         else:
             reason, message = Reason.POD_STARTING, "the runner pod is starting"
-        base.pop("queuePosition", None)
-        new, t = transition(base, Phase.QUEUED, reason, message, now, generation)
-        self._write(body, status, new, t, outcome)
+        self._move(p, base, Phase.QUEUED, reason, message)
 
-    def _succeeded(
-        self,
-        body: dict[str, Any],
-        ref: JobRef,
-        spec: api.VideoGenJobSpec,
-        digest: str,
-        status: dict[str, Any],
-        base: dict[str, Any],
-        view: JobView,
-        now: datetime,
-        outcome: Outcome,
-    ) -> None:
-        generation = body["metadata"].get("generation")
+    def _succeeded(self, p: _Pass, base: dict[str, Any], view: JobView) -> None:
         if view.attempts <= 1:
             base.pop("lastFailure", None)
-        message = "the video is ready"
+        message = view.result_error or "the video is ready"
         if view.result is not None:
             result = view.result
             output = result.output.to_wire()
             if not output.get("url") and output.get("uri"):
-                output = self._with_fresh_url(output, spec)
-            base["output"] = output
-            base["timings"] = result.timings.to_wire()
-            base["seed"] = result.seed
-            base["memoryMode"] = result.memory_mode
-            base["adjustments"] = list(result.adjustments)
+                output = self._with_fresh_url(output, p.spec)
+            base.update(
+                output=output,
+                timings=result.timings.to_wire(),
+                seed=result.seed,
+                memoryMode=result.memory_mode,
+                adjustments=list(result.adjustments),
+            )
             message = f"the video is ready at {output.get('uri')}"
-            if self.store is not None and spec.seed is not None and output.get("uri"):
+            if self.store is not None and p.spec.seed is not None and output.get("uri"):
                 bucket, _ = split_uri(str(output["uri"]))
-                self.store.record(bucket, digest, output)
-        else:
-            message = view.result_error or message
+                self.store.record(bucket, p.digest, output)
         base["progress"] = {
             "stage": api.Stage.DONE,
             "percent": 100,
             "summary": progress_summary("done", percent=100),
-            "updatedAt": iso(now),
+            "updatedAt": iso(p.now),
         }
-        new, t = transition(base, Phase.SUCCEEDED, Reason.SUCCEEDED, message, now, generation)
-        self._write(body, status, new, t, outcome)
+        self._move(p, base, Phase.SUCCEEDED, Reason.SUCCEEDED, message)
 
     # ------------------------------------------------------------------ status writes
 
@@ -536,29 +492,21 @@ class Reconciler:
             status = dict(body.get("status") or {})
             if is_terminal(status) or (body.get("spec") or {}).get("suspend"):
                 return
-            ref = ref_of(body)
-            outcome = Outcome()
             try:
                 spec = parse_spec(body.get("spec"))
             except SpecError:
                 return  # reconcile reports it
             digest = status.get("specHash") or api.spec_hash(spec)
+            p = _Pass(body, ref_of(body), spec, digest, self.clock(), status, Outcome())
             if job is None:
-                self._start(ref, spec, digest, suspended=False)
-                status = self._mark_job_created(body, status, ref, outcome)
+                self._start(p.ref, spec, digest, suspended=False)
+                self._mark_job_created(p)
+                base = dict(p.status)
             else:
-                self.kube.set_job_suspended(ref.namespace, manifests.child_name(ref), False)
-                status = set_suspended(status, False, "resumed", self.clock(), body["metadata"].get("generation"))
-            new, t = transition(
-                status,
-                Phase.QUEUED,
-                Reason.POD_STARTING,
-                "admitted; the runner pod is starting",
-                self.clock(),
-                body["metadata"].get("generation"),
-            )
-            new.pop("queuePosition", None)
-            self._write(body, body.get("status") or {}, new, t, outcome, force=True)
+                self.kube.set_job_suspended(p.ref.namespace, manifests.child_name(p.ref), False)
+                base = set_suspended(p.status, False, "resumed", p.now, p.generation)
+            base.pop("queuePosition", None)
+            self._move(p, base, Phase.QUEUED, Reason.POD_STARTING, "admitted; the runner pod is starting")
 
     def _update_position(self, key: tuple[str, str], position: int, total: int) -> None:
         with self._lock(key):
@@ -568,15 +516,13 @@ class Reconciler:
             status = dict(body.get("status") or {})
             if status.get("phase") not in (Phase.PENDING, Phase.QUEUED) or (body.get("spec") or {}).get("suspend"):
                 return
-            old = status
+            p = _Pass(body, ref_of(body), None, "", self.clock(), status, Outcome())
+            base = dict(status, queuePosition=position)
             if suspended_since(status) is not None:
-                status = set_suspended(status, False, "resumed; waiting for a GPU slot", self.clock(), None)
+                base = set_suspended(base, False, "resumed; waiting for a GPU slot", p.now, p.generation)
             message = queue_message(position, total, self.settings.max_running, self.settings.max_running_per_namespace)
-            new, t = transition(
-                status, Phase.QUEUED, Reason.QUEUED, message, self.clock(), body["metadata"].get("generation")
-            )
-            new["queuePosition"] = position
-            self._write(body, old, new, t, Outcome(), force=old.get("queuePosition") != position)
+            # A new position is news to the user even though the phase stays Queued.
+            self._move(p, base, Phase.QUEUED, Reason.QUEUED, message, force=status.get("queuePosition") != position)
 
     # ================================================================== deletion
 

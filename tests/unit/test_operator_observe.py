@@ -148,3 +148,11 @@ def test_every_runner_exit_code_becomes_its_reason(code: api.ExitCode) -> None:
     assert view.last_failure is not None
     assert view.last_failure.reason == api.EXIT_CODE_REASONS[code]
     assert view.last_failure.message == "boom"
+
+
+def test_a_pod_counted_both_active_and_succeeded_is_one_attempt() -> None:
+    view = view_job(
+        job([{"type": "Complete", "status": "True"}], active=1, succeeded=1),
+        [pod("p1", "Succeeded", {"terminated": {"exitCode": 0, "message": json.dumps(RESULT)}})],
+    )
+    assert view.attempts == 1
