@@ -76,32 +76,21 @@ def test_delete_removes_job_pods_and_outputs_with_delete_policy(
     wait_until(lambda: keys() == [], what="the video and poster to be deleted")
     wait_until(lambda: jobs.runner_jobs() == [], what="the runner Job to be garbage-collected")
     wait_until(lambda: pods(devcluster, namespace) == [], what="the runner pods to be garbage-collected")
-    leftovers = devcluster.kubectl(
-        "get",
-        "serviceaccounts,roles,rolebindings",
-        "-n",
-        namespace,
-        "-l",
-        "app.kubernetes.io/managed-by=videogen-operator",
-        "-o",
-        "name",
-    )
-    wait_until(
-        lambda: (
-            devcluster.kubectl(
-                "get",
-                "serviceaccounts,roles,rolebindings",
-                "-n",
-                namespace,
-                "-l",
-                "app.kubernetes.io/managed-by=videogen-operator",
-                "-o",
-                "name",
-            ).stdout.strip()
-            == ""
-        ),
-        what=f"runner RBAC to be garbage-collected ({leftovers.stdout})",
-    )
+
+    def runner_rbac() -> str:
+        out = devcluster.kubectl(
+            "get",
+            "serviceaccounts,roles,rolebindings",
+            "-n",
+            namespace,
+            "-l",
+            "app.kubernetes.io/managed-by=videogen-operator",
+            "-o",
+            "name",
+        )
+        return str(out.stdout.strip())
+
+    wait_until(lambda: runner_rbac() == "", what="the runner's ServiceAccount, Role and RoleBinding to be collected")
 
 
 def test_delete_while_running_stops_the_runner(
