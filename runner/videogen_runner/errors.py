@@ -55,8 +55,18 @@ class InternalError(RunnerError):
     exit_code = api.ExitCode.INTERNAL_ERROR
 
 
-class TerminatedError(InternalError):
-    """SIGTERM (pod deletion, suspend, deadline): retryable by nature."""
+class TerminatedError(BaseException):
+    """SIGTERM (pod deletion, suspend, deadline): retryable by nature.
+
+    A BaseException, like KeyboardInterrupt: the signal handler raises it wherever
+    the main thread happens to be, and the broad `except Exception` around
+    best-effort work (progress writes, transfer retries) must not swallow it."""
+
+    exit_code = api.ExitCode.INTERNAL_ERROR
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 def one_line(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
@@ -74,7 +84,7 @@ def _is_cuda_oom(exc: BaseException) -> bool:
 
 def classify(exc: BaseException) -> tuple[api.ExitCode, str]:
     """Map any exception to (exit code, one-line message)."""
-    if isinstance(exc, RunnerError):
+    if isinstance(exc, (RunnerError, TerminatedError)):
         return exc.exit_code, one_line(exc.message)
     if _is_cuda_oom(exc):
         return api.ExitCode.CUDA_OUT_OF_MEMORY, one_line(
