@@ -634,6 +634,11 @@ class PodWorker:
         """Writes our view of the status, keeping conditions others own; retries on conflicts."""
         from kubernetes.client.exceptions import ApiException
 
+        if self.phase in ("Succeeded", "Failed"):
+            # Free the devices before the API says the pod is done: the scheduler
+            # binds the next GPU pod as soon as it reads a terminal phase, and the
+            # kubelet would not refuse that pod either.
+            self.rt.gpus.release(self.uid)
         ours = self._status()
         if ours == self._published:
             return

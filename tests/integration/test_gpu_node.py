@@ -19,7 +19,7 @@ from kubernetes.client.exceptions import ApiException
 
 from videogen_devcluster import LocalGpuNode
 from videogen_devcluster.kubeapi import JSON, body, raw
-from videogen_devcluster.testing import python_pod, wait_for
+from videogen_devcluster.testing import python_pod, unique_name, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -530,3 +530,13 @@ class TestAgentLifecycle:
         with pytest.raises(ApiException) as missing:
             core_v1.read_node("local-late-0")
         assert missing.value.status == 404
+
+
+def test_gpu_is_free_for_the_next_pod_as_soon_as_one_finishes(pods: Pods) -> None:
+    """Two one-GPU pods on a one-GPU node run one after the other; the second is never
+    refused by the node (no UnexpectedAdmissionError) in the moment the first finishes."""
+    first = pods.create(python_pod(unique_name("first"), "import time; time.sleep(2)", gpus=1))
+    second = pods.create(python_pod(unique_name("second"), "print('second')", gpus=1))
+    for name in (first, second):
+        pod = pods.wait_phase(name, "Succeeded", "Failed", timeout=120)
+        assert pod["status"]["phase"] == "Succeeded", pods.describe(name)

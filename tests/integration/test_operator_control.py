@@ -115,6 +115,6 @@ def test_operator_killed_mid_run_converges_with_exactly_one_job(jobs: Jobs, star
     for name in names:
         status = jobs.wait_phase(name, "Succeeded", "Failed", timeout=300)
         assert status["phase"] == "Succeeded", status
-        assert status["attempts"] == 1, status
+        assert status["attempts"] == 1, json.dumps(status, indent=1)
     owners = sorted(j["metadata"]["annotations"]["videogen.dev/owner"] for j in jobs.runner_jobs())
     assert owners == names, "exactly one runner Job per VideoGenJob"
