@@ -12,14 +12,13 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 from .binaries import Binaries, find_binaries
 from .kubeapi import new_client
 from .kubeconfig import http_get, write_kubeconfig
 from .pki import ClusterPki, generate_pki
-from .procs import ManagedProcess, StartupError, free_port, wait_until
+from .procs import ManagedProcess, Service, StartupError, free_port, wait_until
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -29,7 +28,7 @@ log = logging.getLogger(__name__)
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 
 
-class ControlPlane:
+class ControlPlane(Service):
     """etcd + kube-apiserver + kube-controller-manager + kube-scheduler, all on 127.0.0.1.
 
     ``state_dir`` holds certificates, kubeconfigs, etcd data and one log per component
@@ -111,14 +110,6 @@ class ControlPlane:
         )
 
     # -- lifecycle -----------------------------------------------------------------------------------
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def start(self) -> Self:
         started = time.monotonic()

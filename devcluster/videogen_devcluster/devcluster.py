@@ -11,12 +11,12 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 from .binaries import REPO_ROOT, Binaries, find_binaries
 from .controlplane import ControlPlane
 from .gpunode import LocalGpuNode
+from .procs import Service
 from .s3 import S3Server
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class DevCluster:
+class DevCluster(Service):
     """Everything a VideoGenJob needs locally, under one state directory::
 
         with DevCluster() as dc:
@@ -92,14 +92,6 @@ class DevCluster:
         if self.s3 is not None and self.s3.process is not None:
             pids["versitygw"] = self.s3.process.pid
         return pids
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def start(self) -> Self:
         try:

@@ -31,7 +31,6 @@ import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import urlparse
 
@@ -50,6 +49,7 @@ from .podworker import (
     now_rfc3339,
     service_env,
 )
+from .procs import Service
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient, CoreV1Api
@@ -94,7 +94,7 @@ def _host_capacity() -> dict[str, str]:
     }
 
 
-class LocalGpuNode:
+class LocalGpuNode(Service):
     """Registers Node ``name`` and runs the pods bound to it until ``stop()``.
 
     ``capacity`` overrides entries of the node's capacity (defaults: the host's CPUs and memory, 110 pods,
@@ -190,14 +190,6 @@ class LocalGpuNode:
         with self._lock:
             workers = list(self._workers.values())
         return [pid for w in workers for pid in w.pids().values()]
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     # -- lifecycle -----------------------------------------------------------------------------------
 

@@ -25,8 +25,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from types import FrameType
-from typing import IO
+from types import FrameType, TracebackType
+from typing import IO, Self
 
 _PR_SET_PDEATHSIG = 1
 _live_lock = threading.Lock()
@@ -53,6 +53,24 @@ _prctl = _libc.prctl if _libc is not None else None
 def _die_with_parent() -> None:
     if _prctl is not None:
         _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+class Service:
+    """Something with start() and stop(), usable as `with Thing() as thing:`."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
 
 
 class ManagedProcess:

@@ -9,12 +9,11 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 from .binaries import Binaries, find_binaries
 from .kubeconfig import http_get
-from .procs import ManagedProcess, StartupError, free_port, wait_until
+from .procs import ManagedProcess, Service, StartupError, free_port, wait_until
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -24,7 +23,7 @@ log = logging.getLogger(__name__)
 REGION = "us-east-1"
 
 
-class S3Server:
+class S3Server(Service):
     """versitygw serving ``<state_dir>/data`` (one sub directory per bucket) at ``endpoint_url``.
 
     Buckets are plain directories and objects plain files, which makes test failures easy to inspect.
@@ -101,14 +100,6 @@ class S3Server:
 
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def start(self) -> Self:
         started = time.monotonic()
