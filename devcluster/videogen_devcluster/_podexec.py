@@ -72,6 +72,10 @@ def bind(source: str, target: str, read_only: bool) -> None:
 
 
 def run(spec: dict[str, Any]) -> None:
+    error_file = spec.get("start_error_file")
+    if error_file:
+        # Pinned like the volume sources: the pod's mounts may hide the agent's state directory.
+        spec["_error_dir_fd"] = os.open(os.path.dirname(error_file) or ".", os.O_PATH | os.O_DIRECTORY)
     cwd = spec.get("cwd")
     # Without a workingDir the process starts in a per-pod host directory, pinned now because the
     # pod's own mounts (a volume at /tmp, say) may hide its path.
@@ -85,11 +89,22 @@ def run(spec: dict[str, Any]) -> None:
         # Sources are pinned before anything is mounted: a volume mounted at /tmp must not hide the
         # source of another volume that lives under the host's /tmp.
         pinned = [os.open(m["source"], os.O_PATH | os.O_CLOEXEC) for m in mounts]
+        # The "image" is the host's project environment (repository, virtualenv, Python): a volume
+        # mounted over one of its parents (an emptyDir at /tmp, with the checkout under /tmp) must
+        # not hide it, so those paths are pinned too and bound back where they were.
+        targets = [m["target"].rstrip("/") or "/" for m in mounts]
+        keep = [
+            (path, os.open(path, os.O_PATH | os.O_CLOEXEC))
+            for path in spec.get("keep_visible", [])
+            if os.path.exists(path) and any(path == t or path.startswith(t.rstrip("/") + "/") for t in targets)
+        ]
         # Parents first, so a nested mountPath lands inside its parent volume, not under it.
         order = sorted(range(len(mounts)), key=lambda i: mounts[i]["target"].rstrip("/").count("/"))
         for i in order:
             bind(f"/proc/self/fd/{pinned[i]}", mounts[i]["target"], bool(mounts[i].get("read_only")))
-        for fd in pinned:
+        for path, fd in keep:
+            bind(f"/proc/self/fd/{fd}", path, read_only=False)
+        for fd in pinned + [fd for _, fd in keep]:
             os.close(fd)
         if spec.get("read_only_root"):
             if cwd:
@@ -130,7 +145,14 @@ def main() -> int:
         print(message, file=sys.stderr, flush=True)
         error_file = spec.get("start_error_file")
         if error_file:
-            with open(error_file, "w") as f:
+            dir_fd = spec.get("_error_dir_fd")
+            fd = os.open(
+                os.path.basename(error_file) if dir_fd is not None else error_file,
+                os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                0o600,
+                dir_fd=dir_fd,
+            )
+            with os.fdopen(fd, "w") as f:
                 f.write(message)
         return START_ERROR_STATUS
     return START_ERROR_STATUS  # not reached: exec replaced this process

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import _podexec
+from .binaries import REPO_ROOT
 from .kubeapi import JSON, raw
 from .kubeapi import body as as_body
 from .kubeconfig import write_kubeconfig
@@ -38,6 +40,14 @@ log = logging.getLogger(__name__)
 
 GPU_RESOURCE = "nvidia.com/gpu"
 PODEXEC = Path(_podexec.__file__).resolve()
+
+
+def runtime_paths() -> list[str]:
+    """Host paths a container's program needs whatever the pod mounts: the project (the "image"),
+    its virtualenv and Python."""
+    return sorted({str(REPO_ROOT), sys.prefix, sys.base_prefix, sys.exec_prefix})
+
+
 MAX_TERMINATION_MESSAGE = 4096
 FALLBACK_LOG_BYTES = 2048
 RESTART_BACKOFF_INITIAL = 1.0
@@ -421,6 +431,7 @@ class PodWorker:
             "private_mounts": self.rt.private_mounts,
             "read_only_root": bool((c.spec.get("securityContext") or {}).get("readOnlyRootFilesystem")),
             "start_error_file": str(start_error),
+            "keep_visible": runtime_paths(),
         }
         spec_file = self.pod_dir / f"exec-{c.name}-{c.restart_count}.json"
         fd = os.open(spec_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -19,6 +19,7 @@ from kubernetes.client.exceptions import ApiException
 
 from videogen_devcluster import LocalGpuNode
 from videogen_devcluster.kubeapi import JSON, body, raw
+from videogen_devcluster.podworker import runtime_paths
 from videogen_devcluster.testing import python_pod, unique_name, wait_for
 
 pytestmark = pytest.mark.cluster
@@ -338,7 +339,12 @@ class TestMounts:
         ]
         pod = pods.run_to_end(manifest)
 
-        assert json.loads(pods.terminated(pod)["message"]) == [[], "from the host's /tmp"], pods.describe("shadow")
+        listing, weights = json.loads(pods.terminated(pod)["message"])
+        # The pod's /tmp is its emptyDir: only the project itself (kept visible when the checkout
+        # lives under /tmp, as the "image") may show through.
+        image_dirs = {Path(p).relative_to("/tmp").parts[0] for p in runtime_paths() if p.startswith("/tmp/")}
+        assert set(listing) <= image_dirs, pods.describe("shadow")
+        assert weights == "from the host's /tmp"
 
     def test_read_only_root_filesystem_leaves_volumes_writable(self, pods: Pods) -> None:
         code = WRITE_RESULT + script("""
@@ -540,3 +546,22 @@ def test_gpu_is_free_for_the_next_pod_as_soon_as_one_finishes(pods: Pods) -> Non
     for name in (first, second):
         pod = pods.wait_phase(name, "Succeeded", "Failed", timeout=120)
         assert pod["status"]["phase"] == "Succeeded", pods.describe(name)
+
+
+def test_a_volume_over_the_checkouts_parent_does_not_hide_the_project(pods: Pods) -> None:
+    """CI may clone under /tmp while runner pods mount an emptyDir at /tmp: the project's
+    virtualenv (the "image") must stay where it is."""
+    from videogen_devcluster.binaries import REPO_ROOT
+
+    parent = REPO_ROOT.parent
+    if parent == Path("/"):
+        pytest.skip("the checkout sits at the filesystem root")
+    manifest = python_pod(
+        unique_name("hidden-parent"),
+        "import videogen_api, sys; print(sys.prefix)",
+        volumeMounts=[{"name": "scratch", "mountPath": str(parent)}],
+    )
+    manifest["spec"]["volumes"] = [{"name": "scratch", "emptyDir": {}}]
+    name = pods.create(manifest)
+    pod = pods.wait_phase(name, "Succeeded", "Failed", timeout=60)
+    assert pod["status"]["phase"] == "Succeeded", pods.describe(name)
