@@ -565,3 +565,15 @@ def test_a_volume_over_the_checkouts_parent_does_not_hide_the_project(pods: Pods
     name = pods.create(manifest)
     pod = pods.wait_phase(name, "Succeeded", "Failed", timeout=60)
     assert pod["status"]["phase"] == "Succeeded", pods.describe(name)
+
+
+def test_a_command_that_cannot_start_fails_with_the_reason(pods: Pods) -> None:
+    manifest = python_pod(unique_name("no-such-command"), "unused")
+    manifest["spec"]["containers"][0]["command"] = ["/no/such/program"]
+    manifest["spec"]["containers"][0]["volumeMounts"] = [{"name": "tmp", "mountPath": "/tmp"}]
+    manifest["spec"]["volumes"] = [{"name": "tmp", "emptyDir": {}}]
+    name = pods.create(manifest)
+    pod = pods.wait_phase(name, "Failed", "Succeeded", timeout=60)
+    terminated = pods.terminated(pod)
+    assert terminated["exitCode"] == 128, pods.describe(name)
+    assert "/no/such/program" in terminated.get("message", ""), pods.describe(name)
