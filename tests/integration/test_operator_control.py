@@ -118,3 +118,22 @@ def test_operator_killed_mid_run_converges_with_exactly_one_job(jobs: Jobs, star
         assert status["attempts"] == 1, json.dumps(status, indent=1)
     owners = sorted(j["metadata"]["annotations"]["videogen.dev/owner"] for j in jobs.runner_jobs())
     assert owners == names, "exactly one runner Job per VideoGenJob"
+
+
+def test_a_queued_job_can_be_suspended_and_resumed(jobs: Jobs, start_operator: Any) -> None:
+    start_operator(max_running=1, extra_runner_env=SLOW_RUNNER, cancel_grace_seconds=600)
+    jobs.apply(tiny_job("holder", steps=16, cache=False))
+    jobs.wait_phase("holder", "Running", timeout=120)
+    jobs.apply(tiny_job("waiter", cache=False))
+    wait_until(lambda: jobs.status("waiter").get("queuePosition") == 1, what="waiter queued at position 1")
+
+    jobs.patch_spec("waiter", {"suspend": True})
+    held = wait_until(lambda: (s := jobs.status("waiter")).get("reason") == "Suspended" and s, what="Suspended")
+    assert held["phase"] == "Queued" and "queuePosition" not in held
+    jobs.patch_spec("waiter", {"suspend": False})
+
+    final = jobs.wait_phase("waiter", "Succeeded", "Failed", timeout=240)
+    assert final["phase"] == "Succeeded", final
+    assert {c["type"]: c["status"] for c in final["conditions"]}["Suspended"] == "False"
+    assert jobs.status("holder")["phase"] == "Succeeded"
+    assert jobs.status("holder")["completionTime"] <= final["startTime"], "the cap held: one job at a time"
