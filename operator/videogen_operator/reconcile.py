@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from videogen_api import v1alpha1 as api
@@ -248,7 +248,7 @@ class Reconciler:
             url = self.store.presign(str(output["uri"]), seconds)
             if url:
                 output["url"] = url
-                output["urlExpiresAt"] = iso(datetime.fromtimestamp(self.clock().timestamp() + seconds))
+                output["urlExpiresAt"] = iso(datetime.fromtimestamp(self.clock().timestamp() + seconds, UTC))
         return output
 
     def _hold_suspended(self, p: _Pass, base: dict[str, Any], *, job_exists: bool) -> None:
