@@ -23,7 +23,7 @@ uv:
 # The first sync downloads torch and friends (several GB); later syncs reuse uv's cache.
 venv: uv
 	@echo "==> syncing the virtualenv (.venv) with uv"
-	@$(UV) sync --all-extras --frozen --quiet || $(UV) sync --all-extras
+	@$(UV) sync --all-extras --frozen || $(UV) sync --all-extras
 
 binaries:
 	@hack/build-binaries.sh >/dev/null
