@@ -11,7 +11,7 @@ import json
 import logging
 import socket
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -20,6 +20,7 @@ from videogen_api import v1alpha1 as api
 from videogen_operator.phases import iso, now_utc
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 REPORTING_COMPONENT = "videogen-operator"
 
 
@@ -28,6 +29,16 @@ def load_client_config() -> None:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
         config.load_kube_config()  # type: ignore[no-untyped-call]
+
+
+def _unless_missing(call: Callable[[], T]) -> T | None:
+    """The call's result, or None when the API answers 404 (the object is gone)."""
+    try:
+        return call()
+    except ApiException as err:
+        if err.status == 404:
+            return None
+        raise
 
 
 def _json(response: Any) -> dict[str, Any]:
@@ -52,13 +63,10 @@ class Kube:
     # ------------------------------------------------------------------ VideoGenJobs
 
     def get_vgj(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            obj = self.custom.get_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, name)
-        except ApiException as err:
-            if err.status == 404:
-                return None
-            raise
-        return dict(obj)
+        obj = _unless_missing(
+            lambda: self.custom.get_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, name)
+        )
+        return dict(obj) if obj is not None else None
 
     def list_vgjs(self, namespaces: Iterable[str] = ()) -> list[dict[str, Any]]:
         selected = list(namespaces)
@@ -72,25 +80,17 @@ class Kube:
 
     def patch_vgj_status(self, namespace: str, name: str, status: dict[str, Any]) -> bool:
         """Merge-patch the status subresource; False when the object is gone."""
-        try:
-            self.custom.patch_namespaced_custom_object_status(
+        patched = _unless_missing(
+            lambda: self.custom.patch_namespaced_custom_object_status(
                 api.GROUP, api.VERSION, namespace, api.PLURAL, name, {"status": status}
             )
-        except ApiException as err:
-            if err.status == 404:
-                return False
-            raise
-        return True
+        )
+        return patched is not None
 
     # ------------------------------------------------------------------ Jobs and pods
 
     def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return _json(self.batch.read_namespaced_job(name, namespace, _preload_content=False))
-        except ApiException as err:
-            if err.status == 404:
-                return None
-            raise
+        return _unless_missing(lambda: _json(self.batch.read_namespaced_job(name, namespace, _preload_content=False)))
 
     def list_runner_jobs(self) -> list[dict[str, Any]]:
         selector = f"{api.LABEL_MANAGED_BY}={api.MANAGED_BY}"
@@ -106,13 +106,11 @@ class Kube:
         self.batch.patch_namespaced_job(name, namespace, {"spec": {"suspend": suspend}})
 
     def delete_job(self, namespace: str, name: str) -> None:
-        try:
-            self.batch.delete_namespaced_job(
+        _unless_missing(
+            lambda: self.batch.delete_namespaced_job(
                 name, namespace, body=client.V1DeleteOptions(propagation_policy="Background")
             )
-        except ApiException as err:
-            if err.status != 404:
-                raise
+        )
 
     # ------------------------------------------------------------------ children
 
@@ -136,36 +134,23 @@ class Kube:
         return True
 
     def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return _json(self.core.read_namespaced_secret(name, namespace, _preload_content=False))
-        except ApiException as err:
-            if err.status == 404:
-                return None
-            raise
+        return _unless_missing(lambda: _json(self.core.read_namespaced_secret(name, namespace, _preload_content=False)))
 
-    def priority_of(self, class_name: str | None) -> int:
-        if not class_name:
-            return 0
+    def _priority_value(self, class_name: str) -> int | None:
+        """A PriorityClass's value, or None when it does not exist (absence is not cached:
+        the class may be created later)."""
         if class_name not in self._priorities:
-            try:
-                self._priorities[class_name] = int(self.scheduling.read_priority_class(class_name).value)
-            except ApiException as err:
-                if err.status != 404:
-                    raise
-                return 0
+            found = _unless_missing(lambda: self.scheduling.read_priority_class(class_name))
+            if found is None:
+                return None
+            self._priorities[class_name] = int(found.value or 0)
         return self._priorities[class_name]
 
-    def priority_class_exists(self, class_name: str) -> bool:
-        return self.priority_of(class_name) != 0 or self._priority_class_present(class_name)
+    def priority_of(self, class_name: str | None) -> int:
+        return (self._priority_value(class_name) or 0) if class_name else 0
 
-    def _priority_class_present(self, class_name: str) -> bool:
-        try:
-            self.scheduling.read_priority_class(class_name)
-        except ApiException as err:
-            if err.status == 404:
-                return False
-            raise
-        return True
+    def priority_class_exists(self, class_name: str) -> bool:
+        return self._priority_value(class_name) is not None
 
     # ------------------------------------------------------------------ events
 

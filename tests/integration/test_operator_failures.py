@@ -99,3 +99,11 @@ def test_job_running_past_its_timeout_fails_with_deadline_exceeded(jobs: Jobs, s
     jobs.apply(tiny_job("too-slow", steps=60, timeoutSeconds=15))
     status = failed(jobs, "too-slow", timeout=120)
     assert status["reason"] == "DeadlineExceeded"
+
+
+def test_unknown_priority_class_is_a_validation_failure(jobs: Jobs, start_operator: Any) -> None:
+    start_operator()
+    jobs.apply(tiny_job("no-such-priority", resources={"priorityClassName": "does-not-exist"}))
+    status = failed(jobs, "no-such-priority", timeout=30)
+    assert status["reason"] == "ValidationFailed"
+    assert "spec.resources.priorityClassName" in status["message"]
