@@ -34,9 +34,10 @@ TERMINAL = frozenset(p.value for p in api.TERMINAL_PHASES)
 class Runtime:
     """Everything the handlers share, built once at startup."""
 
-    def __init__(self, settings: OperatorSettings) -> None:
+    def __init__(self, settings: OperatorSettings, loop: asyncio.AbstractEventLoop) -> None:
         load_client_config()
         self.settings = settings
+        self.loop = loop
         store = ObjectStore(settings) if (settings.s3_endpoint or settings.s3_bucket) else None
         self.reconciler = Reconciler(Kube(), settings, store)
         self.dispatch = Coalescer(self._work)
@@ -52,8 +53,6 @@ class Runtime:
         ):
             # A job that waits, or one that freed its GPU slot, moves the queue.
             asyncio.run_coroutine_threadsafe(self.dispatch.kick(ADMISSION), self.loop)
-
-    loop: asyncio.AbstractEventLoop
 
     async def sweep_forever(self) -> None:
         """Deadlines and queue positions move with time, not with events."""
@@ -99,8 +98,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # until that record expires, so keep the lifetime short.
     settings.peering.lifetime = ours.peering_lifetime_seconds
     settings.execution.max_workers = 16
-    runtime = await asyncio.to_thread(Runtime, ours)
-    runtime.loop = asyncio.get_running_loop()
+    runtime = await asyncio.to_thread(Runtime, ours, asyncio.get_running_loop())
     memo["runtime"] = runtime
     memo["sweeper"] = asyncio.create_task(runtime.sweep_forever())
     log.info(
