@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import subprocess
 import threading
 import time
 from typing import Any
@@ -18,35 +19,45 @@ pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.slow]
 
 
 class Watcher(threading.Thread):
-    """Records what `kubectl get vgj NAME` shows while the job runs."""
+    """`kubectl get vgj -w`, as a user would run it: every update the API server sends is a row,
+    so even a phase that lasts a few milliseconds is seen."""
 
     def __init__(self, devcluster: Any, namespace: str, name: str) -> None:
         super().__init__(daemon=True)
-        self.dc, self.namespace, self.name = devcluster, namespace, name
         self.rows: list[list[str]] = []
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        while True:
-            finishing = self.done.is_set()
-            out = self.dc.kubectl(
+        self.proc = subprocess.Popen(
+            [
+                str(devcluster.binaries.kubectl),
                 "get",
                 "vgj",
-                self.name,
                 "-n",
-                self.namespace,
+                namespace,
+                "--field-selector",
+                f"metadata.name={name}",
+                "--watch",
                 "--no-headers",
                 "-o",
                 "custom-columns=PHASE:.status.phase,PROGRESS:.status.progress.summary",
-            )
-            if out.returncode == 0 and out.stdout.strip():
-                row = out.stdout.split(None, 1)
-                row = [row[0], row[1].strip() if len(row) > 1 else ""]
-                if not self.rows or self.rows[-1] != row:
-                    self.rows.append(row)
-            if finishing:
-                return  # one last look after the caller saw the job finish
-            time.sleep(0.25)
+            ],
+            env=devcluster.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+
+    def run(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            phase, _, progress = line.strip().partition(" ")
+            row = [phase, progress.strip()]
+            if row[0] and (not self.rows or self.rows[-1] != row):
+                self.rows.append(row)
+
+    def stop(self) -> None:
+        time.sleep(1)  # let the last update arrive
+        self.proc.terminate()
+        self.proc.wait(10)
+        self.join(10)
 
     def phases(self) -> list[str]:
         seen: list[str] = []
@@ -65,11 +76,11 @@ def test_text_to_video_end_to_end(devcluster: Any, jobs: Jobs, namespace: str, s
     start_operator()
     watcher = Watcher(devcluster, namespace, "t2v")
     watcher.start()
+    time.sleep(1.5)  # the watch is established before the job exists
     # Enough steps that generating is visible between the runner's 2-second progress writes.
     jobs.apply(tiny_job("t2v", steps=40, numFrames=17, seed=11))
     waited = devcluster.kubectl("wait", "--for=condition=Complete", "vgj/t2v", "-n", namespace, "--timeout=240s")
-    watcher.done.set()
-    watcher.join()
+    watcher.stop()
     assert waited.returncode == 0, waited.stderr + yaml.safe_dump(jobs.status("t2v"))
 
     status = jobs.status("t2v")
