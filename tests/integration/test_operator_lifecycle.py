@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import subprocess
 import threading
 import time
@@ -39,7 +40,7 @@ class Watcher(threading.Thread):
                 "-o",
                 "custom-columns=PHASE:.status.phase,PROGRESS:.status.progress.summary",
             ],
-            env=devcluster.env(),
+            env={**os.environ, **devcluster.env()},
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
