@@ -74,7 +74,7 @@ def one_line(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def _is_cuda_oom(exc: BaseException) -> bool:
+def is_cuda_oom(exc: BaseException) -> bool:
     # Matched by name so classifying never imports torch (it may not be loaded yet).
     names = {cls.__name__ for cls in type(exc).__mro__}
     if "OutOfMemoryError" in names:
@@ -86,7 +86,7 @@ def classify(exc: BaseException) -> tuple[api.ExitCode, str]:
     """Map any exception to (exit code, one-line message)."""
     if isinstance(exc, (RunnerError, TerminatedError)):
         return exc.exit_code, one_line(exc.message)
-    if _is_cuda_oom(exc):
+    if is_cuda_oom(exc):
         return api.ExitCode.CUDA_OUT_OF_MEMORY, one_line(
             f"CUDA out of memory: {exc} (try a smaller width/height/numFrames or spec.memory: sequential-offload)"
         )

@@ -15,6 +15,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ from PIL import Image
 
 from videogen_api import v1alpha1 as api
 
+from .errors import InvalidInputError, RunnerError, is_cuda_oom, one_line
 from .memory import MemoryPlan
 from .models import LoadedModel
 from .presets import Family, GenerationParams
@@ -103,11 +105,20 @@ def stream_wan_decode(vae: Any, latents: Any) -> Iterator[np.ndarray[Any, Any]]:
             vae.clear_cache()
 
 
+def _first_frame_video(image: Image.Image, num_frames: int) -> tuple[list[Image.Image], list[Image.Image]]:
+    """Image-to-video on an inpainting pipeline: the image is frame 0, every later frame is masked
+    (white = generate), as EasyAnimate's own image-to-video does."""
+    keep = Image.new("L", image.size, 0)
+    generate_mask = Image.new("L", image.size, 255)
+    return [image] * num_frames, [keep] + [generate_mask] * (num_frames - 1)
+
+
 def _pipeline_kwargs(loaded: LoadedModel, request: GenerationRequest, output_type: str) -> dict[str, Any]:
     import torch
 
     p = request.params
-    accepted = loaded.info.call_parameters
+    profile = loaded.profile
+    accepted = profile.call_parameters
     kwargs: dict[str, Any] = {
         "prompt": request.prompt,
         "height": p.height,
@@ -119,14 +130,90 @@ def _pipeline_kwargs(loaded: LoadedModel, request: GenerationRequest, output_typ
         "generator": torch.Generator(device="cpu").manual_seed(p.seed),
         "output_type": output_type,
     }
-    if request.negative_prompt and "negative_prompt" in accepted:
+    if request.negative_prompt:
         kwargs["negative_prompt"] = request.negative_prompt
     if request.image is not None:
-        kwargs["image"] = request.image
-    if "frame_rate" in accepted:
-        # LTX conditions its positional embedding on the frame rate.
-        kwargs["frame_rate"] = p.fps
-    return {k: v for k, v in kwargs.items() if k in accepted or k == "prompt"}
+        if profile.data.image_input == "first-frame-video":
+            kwargs["video"], kwargs["mask_video"] = _first_frame_video(request.image, p.num_frames)
+        else:
+            kwargs["image"] = request.image
+    if profile.fps_argument is not None:
+        # LTX (frame_rate), I2VGen-XL (target_fps), SVD (fps) condition on the frame rate.
+        kwargs[profile.fps_argument] = p.fps
+    # Fields the pipeline would drop were refused up front (profiles.refuse_dropped_fields).
+    return {k: v for k, v in kwargs.items() if k in accepted}
+
+
+# Spec fields a pipeline error before the first denoising step most likely concerns, by the words in it.
+_FIELD_WORDS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("negative_prompt",), "spec.negativePrompt"),
+    (("height", "width", "resolution", "divisible"), "spec.width/spec.height"),
+    (("num_frames", "frames"), "spec.numFrames"),
+    (("image", "video"), "spec.image"),
+    (("guidance",), "spec.guidanceScale"),
+    (("num_inference_steps", "timesteps", "steps"), "spec.steps"),
+    (("prompt", "token", "sequence length"), "spec.prompt"),
+    (
+        ("shape", "size of tensor", "must match", "expected", "out of range", "index"),
+        "spec.width/spec.height/spec.numFrames",
+    ),
+)
+
+
+def field_of_pipeline_error(message: str) -> str:
+    lowered = message.lower()
+    for words, field_name in _FIELD_WORDS:
+        if any(word in lowered for word in words):
+            return field_name
+    return "spec"
+
+
+@dataclass
+class StepWatch:
+    """Counts finished denoising steps, from the step callback or, for pipelines without one
+    (I2VGen-XL), from the scheduler's step(); tells failures before the first step from later ones."""
+
+    total: int
+    on_step: Callable[[int, int], None]
+    on_denoised: Callable[[], None]
+    step_delay: float = 0.0
+    done: int = 0
+
+    def finished(self, step_index: int | None = None) -> None:
+        self.done = min(step_index + 1, self.total) if step_index is not None else min(self.done + 1, self.total)
+        self.on_step(self.done, self.total)
+        if self.step_delay > 0:
+            time.sleep(self.step_delay)
+        if self.done >= self.total:
+            # The pipeline decodes next (inside the same call): say so rather than sit at "30/30".
+            self.on_denoised()
+
+    def callback(self, _pipe: Any, step_index: int, _timestep: Any, _tensors: dict[str, Any]) -> dict[str, Any]:
+        self.finished(step_index)
+        return {}
+
+    @contextmanager
+    def counting_scheduler_steps(self, pipe: Any) -> Iterator[None]:
+        scheduler = getattr(pipe, "scheduler", None)
+        original = getattr(scheduler, "step", None)
+        if scheduler is None or original is None:
+            yield
+            return
+
+        def step(*args: Any, **kwargs: Any) -> Any:
+            out = original(*args, **kwargs)
+            self.finished()
+            return out
+
+        scheduler.step = step
+        try:
+            yield
+        finally:
+            del scheduler.step
+
+
+def _no_denoised() -> None:
+    return None
 
 
 def generate(
@@ -135,30 +222,45 @@ def generate(
     plan: MemoryPlan,
     on_step: Callable[[int, int], None],
     env: Mapping[str, str] | None = None,
+    on_denoised: Callable[[], None] = _no_denoised,
 ) -> Frames:
-    """Denoise, reporting every step; return the frames as an iterator."""
+    """Denoise, reporting every step; return the frames as an iterator.
+
+    An error the pipeline raises before its first denoising step has finished (its input checks,
+    latent shapes, positional embeddings too short for the size) is the spec's fault and would fail
+    the same way again: it becomes InvalidInput with the library's message and the field concerned."""
     env = os.environ if env is None else env
     pipe = loaded.pipe
-    total = request.params.steps
-    step_delay = float(env.get(ENV_TEST_STEP_DELAY, "0") or 0)
+    profile = loaded.profile
     stream = _can_stream_wan_decode(loaded, plan)
     kwargs = _pipeline_kwargs(loaded, request, "latent" if stream else "np")
-
-    def callback(_pipe: Any, step_index: int, _timestep: Any, _tensors: dict[str, Any]) -> dict[str, Any]:
-        on_step(min(step_index + 1, total), total)
-        if step_delay > 0:
-            time.sleep(step_delay)
-        return {}
-
-    if "callback_on_step_end" in loaded.info.call_parameters:
-        kwargs["callback_on_step_end"] = callback
+    watch = StepWatch(
+        total=request.params.steps,
+        on_step=on_step,
+        on_denoised=on_denoised,
+        step_delay=float(env.get(ENV_TEST_STEP_DELAY, "0") or 0),
+    )
+    counting: Any = nullcontext()
+    if profile.step_callback:
+        kwargs["callback_on_step_end"] = watch.callback
     else:
-        log.warning("%s has no callback_on_step_end: progress will jump from 0 to done", loaded.info.class_name)
+        log.info("%s has no callback_on_step_end: counting the scheduler's steps instead", profile.pipeline_class)
+        counting = watch.counting_scheduler_steps(pipe)
 
     import torch
 
-    with torch.inference_mode():
-        output = pipe(**kwargs)
+    try:
+        with torch.inference_mode(), counting:
+            output = pipe(**kwargs)
+    except Exception as exc:
+        if watch.done > 0 or isinstance(exc, RunnerError) or is_cuda_oom(exc):
+            raise
+        message = one_line(f"{type(exc).__name__}: {exc}", 600)
+        field_name = field_of_pipeline_error(str(exc))
+        raise InvalidInputError(
+            f"{field_name}: {profile.pipeline_class} refused the inputs before the first denoising step "
+            f"({request.params.width}x{request.params.height}, {request.params.num_frames} frames): {message}"
+        ) from exc
     video = output.frames
     if stream:
         log.info("decoding latents %s in a stream (one latent frame at a time)", tuple(video.shape))

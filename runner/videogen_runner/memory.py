@@ -101,6 +101,7 @@ def choose_memory_plan(
     model_bytes: int,
     output: OutputSize,
     largest_component_bytes: int | None = None,
+    large_frame_pixels: int | None = None,
 ) -> MemoryPlan:
     """Pick the memory mode and VAE tiling. Pure: all inputs are numbers."""
     if not cuda:
@@ -108,7 +109,8 @@ def choose_memory_plan(
         return MemoryPlan(api.MemoryMode.NONE, on_cuda=False, vae_tiling=False, reason=reason)
 
     largest = largest_component_bytes if largest_component_bytes is not None else model_bytes
-    large = output.frame_pixels >= LARGE_FRAME_PIXELS
+    # The profile's threshold (vaeTilingFromPixels) when it has one.
+    large = output.frame_pixels >= (large_frame_pixels or LARGE_FRAME_PIXELS)
     free = free_bytes if free_bytes is not None else 0
 
     def fits(mode: api.MemoryMode, tiled: bool) -> bool:

@@ -25,7 +25,8 @@ from videogen_api import v1alpha1 as api
 from .cache import hub_cache_dir, model_cache_root
 from .errors import InvalidInputError, ModelLoadError, ModelNotFoundError, one_line
 from .model_sync import file_lock, lock_path_for, sync_prefix
-from .presets import Family, ShapeRules, family_for_class, rules_from_configs
+from .presets import Family, ShapeRules
+from .profiles import FamilyData, Profile, family_data, geometry_from_configs, profile_table, select_pipeline
 from .s3 import RetryPolicy
 
 if TYPE_CHECKING:
@@ -44,9 +45,13 @@ class ModelInfo:
     path: Path
     class_name: str
     family: Family
+    # Shape rules as the configs on disk tell them (the loaded pipeline's own numbers replace them).
     rules: ShapeRules
     accepts_image: bool
     call_parameters: frozenset[str] = field(default_factory=frozenset)
+    # The class loaded for this task (may differ from model_index.json's, e.g. Wan 2.2 TI2V image-to-video).
+    pipeline_class: str = ""
+    data: FamilyData | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,7 @@ class LoadedModel:
     model_bytes: int
     largest_component_bytes: int
     component_bytes: dict[str, int]
+    profile: Profile
 
 
 def parse_hf_uri(uri: str) -> tuple[str, str]:
@@ -135,11 +141,13 @@ def _optional_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def inspect_model(uri: str, path: Path, task: api.Task) -> ModelInfo:
-    """Read model_index.json and check the pipeline is a trusted diffusers class fit for the task.
+def inspect_model(uri: str, path: Path, task: api.Task, env: Mapping[str, str] | None = None) -> ModelInfo:
+    """Read model_index.json, check the pipeline is a trusted diffusers class and pick the class
+    that serves the task (refusing a task the model cannot serve).
 
     Imports diffusers (slow) but loads no weights.
     """
+    env = os.environ if env is None else env
     index_path = path / "model_index.json"
     if not index_path.is_file():
         raise ModelNotFoundError(f"model {uri}: no diffusers pipeline there (model_index.json missing in {path})")
@@ -164,42 +172,42 @@ def inspect_model(uri: str, path: Path, task: api.Task) -> ModelInfo:
     pipeline_cls = getattr(diffusers, class_name, None)
     if not (isinstance(pipeline_cls, type) and issubclass(pipeline_cls, diffusers.DiffusionPipeline)):
         raise ModelLoadError(f"model {uri}: {class_name} is not a pipeline class of diffusers {diffusers.__version__}")
-    params = frozenset(inspect.signature(pipeline_cls.__call__).parameters)
-    accepts_image = "image" in params
-    if task is api.Task.IMAGE_TO_VIDEO and not accepts_image:
-        raise InvalidInputError(
-            f"spec.task: image-to-video needs an image-to-video pipeline, but {uri} is {class_name}"
-        )
-    if task is api.Task.TEXT_TO_VIDEO and accepts_image:
-        raise InvalidInputError(f"spec.task: {uri} is {class_name}, an image-to-video pipeline; set task and image")
-
-    family = family_for_class(class_name)
-    rules = rules_from_configs(
-        family,
-        _optional_json(path / "vae" / "config.json"),
-        _optional_json(path / "transformer" / "config.json"),
-    )
+    chosen = select_pipeline(class_name, task, path, env, uri)
+    if chosen != class_name:
+        log.info("model %s is %s; %s is served by %s from the same directory", uri, class_name, task.value, chosen)
+    chosen_cls = getattr(diffusers, chosen)
+    params = frozenset(inspect.signature(chosen_cls.__call__).parameters)
+    data = family_data(chosen, path, env)
+    geometry = geometry_from_configs(path)
     return ModelInfo(
         uri=uri,
         path=path,
         class_name=class_name,
-        family=family,
-        rules=rules,
-        accepts_image=accepts_image,
+        family=Family.of(data.family),
+        rules=ShapeRules(geometry.frame_step, geometry.size_multiple, data.label),
+        accepts_image="image" in params or data.image_input != "image",
         call_parameters=params,
+        pipeline_class=chosen,
+        data=data,
     )
 
 
-def component_dtypes(family: Family, cuda: bool) -> Any:
-    """bf16 on CUDA, except parts a family keeps in fp32; fp32 on CPU (bf16 matmuls are slow there)."""
+def component_dtypes(family: Family | FamilyData, cuda: bool) -> Any:
+    """bf16 on CUDA, except the components the profile keeps in fp32; fp32 on CPU (bf16 matmuls are slow there)."""
     import torch
 
     if not cuda:
         return torch.float32
-    if family is Family.WAN:
-        # The Wan VAE and CLIP image encoder lose visible quality in bf16 (Wan's own examples keep them fp32).
-        return {"default": torch.bfloat16, "vae": torch.float32, "image_encoder": torch.float32}
-    return torch.bfloat16
+    if isinstance(family, FamilyData):
+        keep = list(family.float32_components)
+    else:
+        keep = []
+        for entry in profile_table({}).values():
+            if entry.get("family") == family.value:
+                keep += [c for c in entry.get("float32Components", []) if c not in keep]
+    if not keep:
+        return torch.bfloat16
+    return {"default": torch.bfloat16, **{name: torch.float32 for name in keep}}
 
 
 def module_bytes(module: Any) -> int:
@@ -209,14 +217,19 @@ def module_bytes(module: Any) -> int:
     return int(total)
 
 
-def load_pipeline(info: ModelInfo, *, cuda: bool) -> LoadedModel:
+def load_pipeline(info: ModelInfo, *, cuda: bool, env: Mapping[str, str] | None = None) -> LoadedModel:
     """from_pretrained on CPU memory; the memory plan decides afterwards what moves to the GPU."""
+    import diffusers
     import torch
-    from diffusers import DiffusionPipeline
 
+    from .profiles import resolve_profile
+
+    env = os.environ if env is None else env
     quiet_library_progress_bars()
-    dtype = component_dtypes(info.family, cuda)
-    from_pretrained: Any = DiffusionPipeline.from_pretrained
+    dtype = component_dtypes(info.data if info.data is not None else info.family, cuda)
+    # The class chosen for the task (from_pretrained of a pipeline class loads the same directory).
+    pipeline_cls = getattr(diffusers, info.pipeline_class or info.class_name)
+    from_pretrained: Any = pipeline_cls.from_pretrained
     try:
         with warnings.catch_warnings():
             # Newer diffusers renamed torch_dtype to dtype; the old name works across all supported versions.
@@ -241,11 +254,12 @@ def load_pipeline(info: ModelInfo, *, cuda: bool) -> LoadedModel:
     }
     total = sum(sizes.values())
     largest = max(sizes.values(), default=0)
+    profile = resolve_profile(pipe, info.path, env)
     log.info(
         "loaded %s (%s, %s) from %s: %.1f MiB of weights [%s]",
         info.uri,
-        info.class_name,
-        info.family.value,
+        type(pipe).__name__,
+        profile.label,
         info.path,
         total / 2**20,
         ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in sorted(sizes.items())),
@@ -257,6 +271,7 @@ def load_pipeline(info: ModelInfo, *, cuda: bool) -> LoadedModel:
         model_bytes=total,
         largest_component_bytes=largest,
         component_bytes=sizes,
+        profile=profile,
     )
 
 

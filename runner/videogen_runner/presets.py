@@ -1,9 +1,10 @@
-"""Presets and the shape rules of each model family, as pure functions.
+"""Filling a spec from presets and bending it to a model's shape rules, as pure functions.
 
-Users ask for numbers (frames, width, height); model families accept only some
-of them (Wan: 4k+1 frames, multiples of 16; LTX: 8k+1 frames, multiples of 32).
-Pipelines silently floor bad values, which makes a 32-frame request produce 29
-frames without a word. Here every change is made on purpose and reported.
+Users ask for numbers (frames, width, height); models accept only some of them
+(Wan 2.1: 4k+1 frames, multiples of 16; LTX: 8k+1 frames, multiples of 32). Pipelines
+silently floor bad values, which makes a 32-frame request produce 29 frames without a
+word. Here every change is made on purpose and reported. The rules and presets come
+from the model's profile (profiles.py), never from its class name.
 """
 
 from __future__ import annotations
@@ -18,61 +19,36 @@ from videogen_api import v1alpha1 as api
 
 
 class Family(StrEnum):
+    """Family ids of the built-in profile table (model_profiles.yaml); a label, never a shape rule."""
+
     WAN = "wan"
     LTX = "ltx"
     COGVIDEOX = "cogvideox"
+    HUNYUANVIDEO = "hunyuanvideo"
+    MOCHI = "mochi"
+    SKYREELS_V2 = "skyreels-v2"
+    EASYANIMATE = "easyanimate"
+    I2VGEN_XL = "i2vgen-xl"
     GENERIC = "generic"
 
-
-_LABELS = {Family.WAN: "Wan", Family.LTX: "LTX", Family.COGVIDEOX: "CogVideoX", Family.GENERIC: "this model"}
-
-
-def family_for_class(class_name: str) -> Family:
-    """The family of a diffusers pipeline class name from model_index.json."""
-    if class_name.startswith("Wan"):
-        return Family.WAN
-    if class_name.startswith("LTX"):
-        return Family.LTX
-    if class_name.startswith("CogVideoX"):
-        return Family.COGVIDEOX
-    return Family.GENERIC
+    @classmethod
+    def of(cls, value: str) -> Family:
+        """The family of a profile entry; a family added by a platform file counts as generic here."""
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.GENERIC
 
 
 @dataclass(frozen=True)
 class ShapeRules:
-    """What a family accepts: frames = k*frame_step + 1, sides multiples of size_multiple."""
+    """What a model accepts: frames = k*frame_step + 1 (any count when frame_step is 1), sides
+    multiples of size_multiple, or exactly fixed_size when the model has only one."""
 
-    family: Family
     frame_step: int
     size_multiple: int
-
-    @property
-    def label(self) -> str:
-        return _LABELS[self.family]
-
-
-DEFAULT_RULES = {
-    Family.WAN: ShapeRules(Family.WAN, frame_step=4, size_multiple=16),
-    Family.LTX: ShapeRules(Family.LTX, frame_step=8, size_multiple=32),
-    Family.COGVIDEOX: ShapeRules(Family.COGVIDEOX, frame_step=4, size_multiple=16),
-    Family.GENERIC: ShapeRules(Family.GENERIC, frame_step=1, size_multiple=api.DIMENSION_MULTIPLE),
-}
-
-
-def rules_from_configs(family: Family, vae: Mapping[str, Any], transformer: Mapping[str, Any]) -> ShapeRules:
-    """Rules derived from the model's own configs when they say so (e.g. Wan 2.2's
-    16x VAE needs multiples of 32), falling back to the family's defaults."""
-    base = DEFAULT_RULES[family]
-    if family is not Family.WAN:
-        return base
-    temporal = vae.get("scale_factor_temporal")
-    spatial = vae.get("scale_factor_spatial")
-    patch = transformer.get("patch_size")
-    frame_step = int(temporal) if isinstance(temporal, int) and temporal > 0 else base.frame_step
-    size_multiple = base.size_multiple
-    if isinstance(spatial, int) and isinstance(patch, list | tuple) and len(patch) == 3:
-        size_multiple = int(spatial) * max(int(patch[1]), int(patch[2]))
-    return ShapeRules(family, frame_step=frame_step, size_multiple=max(size_multiple, api.DIMENSION_MULTIPLE))
+    label: str = "this model"
+    fixed_size: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -83,31 +59,6 @@ class PresetValues:
     fps: int
     steps: int
     guidance_scale: float
-
-
-# Values each family was trained or tuned for; "fast" trades steps and length, not resolution.
-PRESETS: dict[Family, dict[api.Preset, PresetValues]] = {
-    Family.WAN: {
-        api.Preset.FAST: PresetValues(832, 480, 33, 16, 20, 5.0),
-        api.Preset.STANDARD: PresetValues(832, 480, 81, 16, 30, 5.0),
-        api.Preset.QUALITY: PresetValues(1280, 720, 81, 16, 50, 5.0),
-    },
-    Family.LTX: {
-        api.Preset.FAST: PresetValues(704, 480, 97, 24, 20, 3.0),
-        api.Preset.STANDARD: PresetValues(768, 512, 121, 24, 40, 3.0),
-        api.Preset.QUALITY: PresetValues(1216, 704, 161, 24, 50, 3.0),
-    },
-    Family.COGVIDEOX: {
-        api.Preset.FAST: PresetValues(720, 480, 49, 8, 25, 6.0),
-        api.Preset.STANDARD: PresetValues(720, 480, 49, 8, 50, 6.0),
-        api.Preset.QUALITY: PresetValues(720, 480, 49, 8, 50, 6.0),
-    },
-    Family.GENERIC: {
-        api.Preset.FAST: PresetValues(512, 320, 16, 8, 20, 7.5),
-        api.Preset.STANDARD: PresetValues(512, 512, 16, 8, 25, 7.5),
-        api.Preset.QUALITY: PresetValues(768, 768, 24, 8, 50, 7.5),
-    },
-}
 
 
 @dataclass(frozen=True)
@@ -168,12 +119,13 @@ def size_for_aspect(area: int, aspect: float, multiple: int) -> tuple[int, int]:
 def resolve_params(
     spec: api.VideoGenJobSpec,
     rules: ShapeRules,
+    presets: Mapping[api.Preset, PresetValues],
     *,
     seed_source: Callable[[], int],
     image_size: tuple[int, int] | None = None,
 ) -> ResolvedParams:
     """Fill unset numbers from the preset and bend the rest to the family's rules, saying so."""
-    preset = PRESETS[rules.family][spec.preset]
+    preset = presets[spec.preset]
     adjustments: list[str] = []
     filled: list[str] = []
 
@@ -183,7 +135,14 @@ def resolve_params(
             return default
         return given
 
-    if spec.width is None and spec.height is None and image_size is not None:
+    if rules.fixed_size is not None:
+        width, height = rules.fixed_size
+        for name, given, value in (("width", spec.width, width), ("height", spec.height, height)):
+            if given is None:
+                filled.append(f"{name}={value} ({rules.label} has one size)")
+            elif given != value:
+                adjustments.append(f"{name} {given} -> {value} ({rules.label} only generates {width}x{height})")
+    elif spec.width is None and spec.height is None and image_size is not None:
         # Image-to-video: keep the image's aspect ratio at the preset's pixel count
         # rather than squashing the first frame.
         img_w, img_h = image_size
@@ -200,10 +159,10 @@ def resolve_params(
     new_frames = round_frames(num_frames, rules.frame_step)
     if new_frames != num_frames:
         adjustments.append(f"numFrames {num_frames} -> {new_frames} ({rules.label} needs {rules.frame_step}k+1 frames)")
-    new_width = round_size(width, rules.size_multiple)
+    new_width = width if rules.fixed_size else round_size(width, rules.size_multiple)
     if new_width != width:
         adjustments.append(f"width {width} -> {new_width} ({rules.label} needs a multiple of {rules.size_multiple})")
-    new_height = round_size(height, rules.size_multiple)
+    new_height = height if rules.fixed_size else round_size(height, rules.size_multiple)
     if new_height != height:
         adjustments.append(f"height {height} -> {new_height} ({rules.label} needs a multiple of {rules.size_multiple})")
 

@@ -101,6 +101,7 @@ def render_video(
     from .models import hf_offline_env, inspect_model, load_pipeline, open_model
     from .placement import apply_memory_plan, cuda_available, cuda_free_bytes
     from .presets import resolve_params
+    from .profiles import apply_flow_shift, refuse_dropped_fields
 
     clock = clock or StageClock()
     policy = policy or RetryPolicy.from_env(env)
@@ -110,20 +111,27 @@ def render_video(
     image = fetch_input_image(spec.image, s3, policy) if spec.image else None
     hf_offline_env()
     with open_model(spec.model, env=env, s3_client=s3, policy=policy) as model_dir:
-        info = inspect_model(spec.model, model_dir, spec.task)
-        resolved = resolve_params(
-            spec,
-            info.rules,
-            seed_source=lambda: secrets.randbelow(api.MAX_SEED + 1),
-            image_size=image.size if image else None,
-        )
-        for note in resolved.filled:
-            log.info("filled %s", note)
-        for note in resolved.adjustments:
-            log.warning("adjusted %s", note)
+        info = inspect_model(spec.model, model_dir, spec.task, env)
+        if info.data is not None:
+            # Before loading: a field the pipeline would drop fails in seconds, not after the load.
+            refuse_dropped_fields(info.pipeline_class, info.call_parameters, info.data, spec)
         cuda = cuda_available()
-        loaded = load_pipeline(info, cuda=cuda)
+        loaded = load_pipeline(info, cuda=cuda, env=env)
+    profile = loaded.profile
+    log.info("profile %s: %s", profile.label, profile.describe())
+    resolved = resolve_params(
+        spec,
+        profile.rules,
+        profile.presets,
+        seed_source=lambda: secrets.randbelow(api.MAX_SEED + 1),
+        image_size=image.size if image else None,
+    )
+    for note in resolved.filled:
+        log.info("filled %s", note)
+    for note in resolved.adjustments:
+        log.warning("adjusted %s", note)
     params = resolved.params
+    apply_flow_shift(loaded.pipe, profile, params.width, params.height)
     plan = choose_memory_plan(
         spec.memory,
         cuda=cuda,
@@ -131,6 +139,7 @@ def render_video(
         model_bytes=loaded.model_bytes,
         largest_component_bytes=loaded.largest_component_bytes,
         output=OutputSize(params.width, params.height, params.num_frames),
+        large_frame_pixels=profile.data.vae_tiling_from_pixels,
     )
     apply_memory_plan(loaded.pipe, plan)
     clock.add("loading", time.monotonic() - started)
@@ -143,7 +152,14 @@ def render_video(
         params=params,
         image=fit_to_frame(image.image, params.width, params.height) if image else None,
     )
-    frames = generate(loaded, request, plan, on_step or (lambda _step, _total: None), env)
+    frames = generate(
+        loaded,
+        request,
+        plan,
+        on_step or (lambda _step, _total: None),
+        env,
+        on_denoised=lambda: on_stage(api.Stage.ENCODING),
+    )
     clock.add("generating", time.monotonic() - started)
 
     started = time.monotonic()
@@ -152,12 +168,21 @@ def render_video(
     encoded = encode_frames(timed, video_path, spec.output.format, params.fps, poster_index=frames.expected // 2)
     clock.add("generating", timed.seconds)
     clock.add("encoding", time.monotonic() - started - timed.seconds)
+    adjustments = list(resolved.adjustments)
     if encoded.frames != params.num_frames:
-        log.warning("the pipeline produced %d frames, %d were asked for", encoded.frames, params.num_frames)
+        # Never expected (the rules above are the pipeline's own), but the result must tell the truth.
+        note = f"numFrames {params.num_frames} -> {encoded.frames} ({profile.label} produced {encoded.frames} frames)"
+        log.warning("adjusted %s", note)
+        adjustments.append(note)
+    for name, asked, got in (("width", params.width, encoded.width), ("height", params.height, encoded.height)):
+        if asked != got:
+            note = f"{name} {asked} -> {got} (the encoded video has {got})"
+            log.warning("adjusted %s", note)
+            adjustments.append(note)
     return Rendered(
         encoded=encoded,
         params=params,
-        adjustments=resolved.adjustments,
+        adjustments=adjustments,
         plan=plan,
         model_bytes=loaded.model_bytes,
     )

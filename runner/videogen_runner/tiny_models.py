@@ -106,7 +106,8 @@ def _wan_transformer(in_channels: int, image_dim: int | None) -> Any:
         num_layers=2,
         cross_attn_norm=True,
         qk_norm="rms_norm_across_heads",
-        rope_max_seq_len=32,
+        # As the real models: positional tables long enough for any size the contract allows.
+        rope_max_seq_len=1024,
         image_dim=image_dim,
     )
 
@@ -192,13 +193,50 @@ def build_ltx() -> Any:
 BUILDERS: dict[str, Callable[[], Any]] = {"wan-t2v": build_wan_t2v, "wan-i2v": build_wan_i2v, "ltx": build_ltx}
 
 
+def tiny_profile(frame_step: int, size_multiple: int) -> dict[str, Any]:
+    """The profile a tiny model ships in its directory: presets a CPU runs in seconds, valid for the
+    model's own shape rules, so a minimal spec (model, task, prompt) works with every preset."""
+
+    def frames(k: int) -> int:
+        return k * frame_step + 1 if frame_step > 1 else 4 * k
+
+    side = max(64, size_multiple)
+    return {
+        "presets": {
+            "fast": {"width": side, "height": side, "frames": frames(1), "fps": 8, "steps": 2, "guidanceScale": 5.0},
+            "standard": {
+                "width": side,
+                "height": side,
+                "frames": frames(2),
+                "fps": 8,
+                "steps": 2,
+                "guidanceScale": 5.0,
+            },
+            "quality": {
+                "width": side + size_multiple,
+                "height": side,
+                "frames": frames(2),
+                "fps": 8,
+                "steps": 3,
+                "guidanceScale": 5.0,
+            },
+        },
+    }
+
+
 def save_tiny_pipeline(family: str, out: Path) -> Path:
-    """Build the family's tiny pipeline and save_pretrained it to `out` (created; must be empty or absent)."""
+    """Build the family's tiny pipeline and save_pretrained it to `out` (created; must be empty or absent),
+    with a videogen-profile.json whose presets fit a CPU (see profiles.py)."""
+    from .profiles import MODEL_PROFILE_FILES, geometry_of
+
     if family not in BUILDERS:
         raise ValueError(f"unknown family {family!r}; choose from {', '.join(FAMILIES)}")
     pipe = BUILDERS[family]()
     out.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(str(out), safe_serialization=True)
+    geometry = geometry_of(pipe)
+    profile = tiny_profile(geometry.frame_step, geometry.size_multiple)
+    (out / MODEL_PROFILE_FILES[1]).write_text(json.dumps(profile, indent=2) + "\n")
     log.info("saved tiny %s pipeline to %s", family, out)
     return out
 

@@ -1,4 +1,4 @@
-"""Presets fill what the user left unset; family rules bend the rest, and every change is reported."""
+"""Presets fill what the user left unset; the model's rules bend the rest, and every change is reported."""
 
 from __future__ import annotations
 
@@ -7,20 +7,24 @@ from typing import Any
 import pytest
 
 from videogen_api import v1alpha1 as api
-from videogen_runner.presets import (
-    DEFAULT_RULES,
-    PRESETS,
-    Family,
-    family_for_class,
-    resolve_params,
-    round_frames,
-    round_size,
-    rules_from_configs,
-)
+from videogen_runner.presets import ShapeRules, resolve_params, round_frames, round_size
+from videogen_runner.profiles import family_data, preset_values, profile_table
 
-WAN = DEFAULT_RULES[Family.WAN]
-LTX = DEFAULT_RULES[Family.LTX]
-GENERIC = DEFAULT_RULES[Family.GENERIC]
+WAN = ShapeRules(frame_step=4, size_multiple=16, label="Wan")
+LTX = ShapeRules(frame_step=8, size_multiple=32, label="LTX")
+GENERIC = ShapeRules(frame_step=1, size_multiple=8)
+COGVIDEOX_I2V = ShapeRules(frame_step=4, size_multiple=16, label="CogVideoX I2V", fixed_size=(720, 480))
+
+
+def presets_of(class_name: str) -> dict[api.Preset, Any]:
+    from pathlib import Path
+
+    return preset_values(family_data(class_name, Path("/nonexistent"), {}))
+
+
+WAN_PRESETS = presets_of("WanPipeline")
+LTX_PRESETS = presets_of("LTXPipeline")
+GENERIC_PRESETS = presets_of("NoSuchPipeline")
 
 
 def spec(**fields: Any) -> api.VideoGenJobSpec:
@@ -29,32 +33,6 @@ def spec(**fields: Any) -> api.VideoGenJobSpec:
 
 def no_seed() -> int:
     raise AssertionError("the seed was given; none should be drawn")
-
-
-class TestFamilies:
-    @pytest.mark.parametrize(
-        ("class_name", "family"),
-        [
-            ("WanPipeline", Family.WAN),
-            ("WanImageToVideoPipeline", Family.WAN),
-            ("LTXPipeline", Family.LTX),
-            ("LTXImageToVideoPipeline", Family.LTX),
-            ("CogVideoXPipeline", Family.COGVIDEOX),
-            ("HunyuanVideoPipeline", Family.GENERIC),
-        ],
-    )
-    def test_family_from_the_pipeline_class(self, class_name: str, family: Family) -> None:
-        assert family_for_class(class_name) is family
-
-    def test_rules_follow_the_models_own_config(self) -> None:
-        # Wan 2.2 TI2V: a 16x VAE with 2x2 patches needs multiples of 32.
-        rules = rules_from_configs(
-            Family.WAN, {"scale_factor_spatial": 16, "scale_factor_temporal": 4}, {"patch_size": [1, 2, 2]}
-        )
-        assert (rules.frame_step, rules.size_multiple) == (4, 32)
-
-    def test_rules_fall_back_to_the_family_defaults(self) -> None:
-        assert rules_from_configs(Family.WAN, {}, {}) == WAN
 
 
 class TestRounding:
@@ -83,7 +61,7 @@ class TestRounding:
 
 class TestAdjustmentsAreReported:
     def test_wan_frames_and_sizes(self) -> None:
-        resolved = resolve_params(spec(numFrames=32, width=840, height=480, seed=1), WAN, seed_source=no_seed)
+        resolved = resolve_params(spec(numFrames=32, width=840, height=480, seed=1), WAN, WAN_PRESETS, seed_source=no_seed)
 
         assert (resolved.params.num_frames, resolved.params.width, resolved.params.height) == (33, 832, 480)
         assert resolved.adjustments == [
@@ -92,7 +70,7 @@ class TestAdjustmentsAreReported:
         ]
 
     def test_ltx_frames_and_sizes(self) -> None:
-        resolved = resolve_params(spec(numFrames=100, width=720, height=480, seed=1), LTX, seed_source=no_seed)
+        resolved = resolve_params(spec(numFrames=100, width=720, height=480, seed=1), LTX, LTX_PRESETS, seed_source=no_seed)
 
         assert (resolved.params.num_frames, resolved.params.width, resolved.params.height) == (97, 704, 480)
         assert resolved.adjustments == [
@@ -101,41 +79,46 @@ class TestAdjustmentsAreReported:
         ]
 
     def test_values_that_fit_are_left_alone(self) -> None:
-        resolved = resolve_params(spec(numFrames=33, width=832, height=480, seed=1), WAN, seed_source=no_seed)
+        resolved = resolve_params(spec(numFrames=33, width=832, height=480, seed=1), WAN, WAN_PRESETS, seed_source=no_seed)
         assert resolved.adjustments == []
 
     def test_generic_models_take_any_frame_count(self) -> None:
-        resolved = resolve_params(spec(numFrames=14, seed=1), GENERIC, seed_source=no_seed)
+        resolved = resolve_params(spec(numFrames=14, seed=1), GENERIC, GENERIC_PRESETS, seed_source=no_seed)
         assert resolved.params.num_frames == 14
         assert resolved.adjustments == []
 
 
-class TestPresets:
-    @pytest.mark.parametrize("family", list(Family))
-    @pytest.mark.parametrize("preset", list(api.Preset))
-    def test_every_preset_fits_its_family_unchanged(self, family: Family, preset: api.Preset) -> None:
-        resolved = resolve_params(spec(preset=preset.value, seed=1), DEFAULT_RULES[family], seed_source=no_seed)
+    def test_a_model_with_one_size_gets_it_and_says_so(self) -> None:
+        presets = presets_of("CogVideoXImageToVideoPipeline")
+        resolved = resolve_params(spec(width=640, height=480, seed=1), COGVIDEOX_I2V, presets, seed_source=no_seed)
 
-        values = PRESETS[family][preset]
-        assert resolved.adjustments == []
+        assert (resolved.params.width, resolved.params.height) == (720, 480)
+        assert resolved.adjustments == ["width 640 -> 720 (CogVideoX I2V only generates 720x480)"]
+
+
+class TestPresets:
+    @pytest.mark.parametrize("class_name", sorted(profile_table({})))
+    @pytest.mark.parametrize("preset", list(api.Preset))
+    def test_every_builtin_preset_is_complete_and_ordered(self, class_name: str, preset: api.Preset) -> None:
+        presets = presets_of(class_name)
+        values = presets[preset]
+        resolved = resolve_params(spec(preset=preset.value, seed=1), GENERIC, presets, seed_source=no_seed)
+
         assert (resolved.params.width, resolved.params.height) == (values.width, values.height)
         assert resolved.params.num_frames == values.num_frames
         assert (resolved.params.steps, resolved.params.guidance_scale) == (values.steps, values.guidance_scale)
         assert len(resolved.filled) == 6, "each filled value is logged"
+        fast, quality = presets[api.Preset.FAST], presets[api.Preset.QUALITY]
+        assert quality.steps >= fast.steps
+        assert quality.width * quality.height * quality.num_frames >= fast.width * fast.height * fast.num_frames
 
     def test_presets_fill_only_what_is_unset(self) -> None:
-        resolved = resolve_params(spec(preset="fast", steps=3, seed=1), WAN, seed_source=no_seed)
+        resolved = resolve_params(spec(preset="fast", steps=3, seed=1), WAN, WAN_PRESETS, seed_source=no_seed)
         assert resolved.params.steps == 3
-        assert resolved.params.num_frames == PRESETS[Family.WAN][api.Preset.FAST].num_frames
-
-    def test_quality_costs_more_than_fast(self) -> None:
-        for family in Family:
-            fast, quality = PRESETS[family][api.Preset.FAST], PRESETS[family][api.Preset.QUALITY]
-            assert quality.steps >= fast.steps
-            assert quality.width * quality.height * quality.num_frames >= fast.width * fast.height * fast.num_frames
+        assert resolved.params.num_frames == WAN_PRESETS[api.Preset.FAST].num_frames
 
     def test_image_to_video_keeps_the_images_aspect_ratio(self) -> None:
-        resolved = resolve_params(spec(seed=1), WAN, seed_source=no_seed, image_size=(1080, 1920))
+        resolved = resolve_params(spec(seed=1), WAN, WAN_PRESETS, seed_source=no_seed, image_size=(1080, 1920))
 
         p = resolved.params
         assert p.width < p.height, "a portrait image gives a portrait video"
@@ -144,6 +127,6 @@ class TestPresets:
         assert resolved.adjustments == []
 
     def test_a_missing_seed_is_drawn_and_reported(self) -> None:
-        resolved = resolve_params(spec(), WAN, seed_source=lambda: 1234)
+        resolved = resolve_params(spec(), WAN, WAN_PRESETS, seed_source=lambda: 1234)
         assert resolved.params.seed == 1234
         assert any("seed=1234" in note for note in resolved.filled)
