@@ -61,7 +61,9 @@ class TestRounding:
 
 class TestAdjustmentsAreReported:
     def test_wan_frames_and_sizes(self) -> None:
-        resolved = resolve_params(spec(numFrames=32, width=840, height=480, seed=1), WAN, WAN_PRESETS, seed_source=no_seed)
+        resolved = resolve_params(
+            spec(numFrames=32, width=840, height=480, seed=1), WAN, WAN_PRESETS, seed_source=no_seed
+        )
 
         assert (resolved.params.num_frames, resolved.params.width, resolved.params.height) == (33, 832, 480)
         assert resolved.adjustments == [
@@ -70,7 +72,9 @@ class TestAdjustmentsAreReported:
         ]
 
     def test_ltx_frames_and_sizes(self) -> None:
-        resolved = resolve_params(spec(numFrames=100, width=720, height=480, seed=1), LTX, LTX_PRESETS, seed_source=no_seed)
+        resolved = resolve_params(
+            spec(numFrames=100, width=720, height=480, seed=1), LTX, LTX_PRESETS, seed_source=no_seed
+        )
 
         assert (resolved.params.num_frames, resolved.params.width, resolved.params.height) == (97, 704, 480)
         assert resolved.adjustments == [
@@ -79,14 +83,15 @@ class TestAdjustmentsAreReported:
         ]
 
     def test_values_that_fit_are_left_alone(self) -> None:
-        resolved = resolve_params(spec(numFrames=33, width=832, height=480, seed=1), WAN, WAN_PRESETS, seed_source=no_seed)
+        resolved = resolve_params(
+            spec(numFrames=33, width=832, height=480, seed=1), WAN, WAN_PRESETS, seed_source=no_seed
+        )
         assert resolved.adjustments == []
 
     def test_generic_models_take_any_frame_count(self) -> None:
         resolved = resolve_params(spec(numFrames=14, seed=1), GENERIC, GENERIC_PRESETS, seed_source=no_seed)
         assert resolved.params.num_frames == 14
         assert resolved.adjustments == []
-
 
     def test_a_model_with_one_size_gets_it_and_says_so(self) -> None:
         presets = presets_of("CogVideoXImageToVideoPipeline")
