@@ -60,6 +60,11 @@ MODEL_URI_PATTERN: Final = (
 )
 IMAGE_URI_PATTERN: Final = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[^\s]+|https://[^\s]+)$"
 BUCKET_PATTERN: Final = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+# A relative object key: no leading "/", no whitespace or control characters (segments are checked by CEL).
+OUTPUT_KEY_PATTERN: Final = r"^[^/\s\x00-\x1f\x7f][^\s\x00-\x1f\x7f]*$"
+# RE2 (CEL) and Python agree on this one: a "." or ".." segment, or an empty one.
+BAD_KEY_SEGMENT_PATTERN: Final = r"(^|/)\.{1,2}(/|$)|//|/$"
+CONTROL_CHARACTERS_PATTERN: Final = r"[\x00-\x1f\x7f]"
 GPU_RESOURCE_PATTERN: Final = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$"
 
 # --------------------------------------------------------------------------- enums
@@ -164,6 +169,10 @@ class Reason(StrEnum):
     INPUT_IMAGE_ERROR = "InputImageError"
     UPLOAD_ERROR = "UploadError"
     INTERNAL_ERROR = "InternalError"
+    # the operator's tenancy policy refused the spec (bucket, key, image or model source)
+    POLICY_VIOLATION = "PolicyViolation"
+    # the runner said it succeeded but the object at the spec's location is not what it claims
+    OUTPUT_VERIFICATION_FAILED = "OutputVerificationFailed"
 
 
 class ExitCode(IntEnum):
@@ -227,6 +236,8 @@ KUEUE_QUEUE_LABEL: Final = "kueue.x-k8s.io/queue-name"
 ANNOTATION_PROMPT_PREVIEW: Final = f"{GROUP}/prompt-preview"
 S3_METADATA_SPEC_HASH: Final = "videogen-spec-hash"
 S3_METADATA_SHA256: Final = "sha256"
+# Signed into the presigned PUT by the operator, so it proves which job wrote an object.
+S3_METADATA_JOB_UID: Final = "videogen-job-uid"
 
 ENV_SPEC: Final = "VIDEOGEN_SPEC"
 ENV_SPEC_FILE: Final = "VIDEOGEN_SPEC_FILE"
@@ -237,6 +248,10 @@ ENV_OUTPUT_BUCKET: Final = "VIDEOGEN_OUTPUT_BUCKET"
 ENV_OUTPUT_KEY: Final = "VIDEOGEN_OUTPUT_KEY"
 ENV_TERMINATION_LOG: Final = "VIDEOGEN_TERMINATION_LOG"
 ENV_MODEL_CACHE: Final = "VIDEOGEN_MODEL_CACHE"
+# The per-job grant (presigned URLs, JSON; see TransferGrant) and the addresses the runner must not fetch from.
+ENV_GRANT: Final = "VIDEOGEN_GRANT"
+ENV_BLOCKED_CIDRS: Final = "VIDEOGEN_BLOCKED_CIDRS"
+GRANT_SECRET_KEY: Final = "grant.json"
 DEFAULT_TERMINATION_LOG: Final = "/dev/termination-log"
 TERMINATION_MESSAGE_LIMIT: Final = 4096  # bytes; the kubelet truncates beyond this
 
@@ -324,6 +339,13 @@ class ResourcesSpec(_Model):
 class OutputSpec(_Model):
     """Where the video goes."""
 
+    @field_validator("key")
+    @classmethod
+    def _relative_key(cls, value: str | None) -> str | None:
+        if value is not None and re.search(BAD_KEY_SEGMENT_PATTERN, value):
+            raise ValueError("must be relative to the namespace's prefix: no empty, '.' or '..' segments")
+        return value
+
     bucket: str | None = Field(
         None,
         pattern=BUCKET_PATTERN,
@@ -333,10 +355,21 @@ class OutputSpec(_Model):
         None,
         min_length=1,
         max_length=MAX_URI_LENGTH,
-        pattern=r"^[^/\s][^\s]*$",
+        pattern=OUTPUT_KEY_PATTERN,
         description=(
-            "Object key of the video. Defaults to videogen/<namespace>/<name>-<specHash>.<format>. "
-            "A poster image is stored beside it as <key>.poster.jpg."
+            "Object key of the video, relative to the namespace's prefix (videogen/<namespace>/ unless the "
+            "operator is configured otherwise). Defaults to <name>-<specHash>.<format>. No empty, '.' or '..' "
+            "segments. A poster image is stored beside it as <key>.poster.jpg."
+        ),
+        json_schema_extra=_schema_extra(
+            **{
+                "x-kubernetes-validations": [
+                    _cel(
+                        f"!self.matches('{BAD_KEY_SEGMENT_PATTERN.replace(chr(92), chr(92) * 2)}')",
+                        "key must be relative to the namespace's prefix: no empty, '.' or '..' segments",
+                    )
+                ]
+            }
         ),
     )
     format: OutputFormat = Field(
@@ -451,14 +484,31 @@ class VideoGenJobSpec(_Model):
         ...,
         min_length=1,
         max_length=MAX_PROMPT_LENGTH,
-        description=f"What the video shows; 1 to {MAX_PROMPT_LENGTH} characters.",
+        description=f"What the video shows; 1 to {MAX_PROMPT_LENGTH} characters, not only whitespace.",
+        json_schema_extra=_schema_extra(
+            **{"x-kubernetes-validations": [_cel("self.matches('[^\\\\s\\\\p{Z}]')", "prompt must not be blank")]}
+        ),
     )
     negative_prompt: str | None = Field(None, max_length=MAX_PROMPT_LENGTH, description="What the video should avoid.")
     image: str | None = Field(
         None,
         max_length=MAX_URI_LENGTH,
         pattern=IMAGE_URI_PATTERN,
-        description="First-frame image for image-to-video: s3://bucket/key or https:// URL (PNG, JPEG or WebP).",
+        description=(
+            "First-frame image for image-to-video: s3://bucket/key (inside the namespace's prefix) or an "
+            "https:// URL on a public address (PNG, JPEG or WebP)."
+        ),
+        json_schema_extra=_schema_extra(
+            **{
+                "x-kubernetes-validations": [
+                    _cel(
+                        "!self.startsWith('s3://') || !self.substring(5).matches("
+                        f"'{BAD_KEY_SEGMENT_PATTERN.replace(chr(92), chr(92) * 2)}')",
+                        "an s3:// image key must not have empty, '.' or '..' segments",
+                    )
+                ]
+            }
+        ),
     )
     preset: Preset = Field(
         Preset.STANDARD,
@@ -563,6 +613,20 @@ class VideoGenJobSpec(_Model):
         if self.task is Task.TEXT_TO_VIDEO and self.image:
             raise ValueError("spec.image: must not be set when task is text-to-video")
         return self
+
+    @field_validator("image")
+    @classmethod
+    def _image_key_segments(cls, value: str | None) -> str | None:
+        if value is not None and value.startswith("s3://") and re.search(BAD_KEY_SEGMENT_PATTERN, value[5:]):
+            raise ValueError("an s3:// image key must not have empty, '.' or '..' segments")
+        return value
+
+    @field_validator("prompt")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
 
     @field_validator("width", "height")
     @classmethod

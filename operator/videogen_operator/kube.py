@@ -184,3 +184,7 @@ class Kube:
         except ApiException as err:
             # An Event is a courtesy; losing one must never fail a reconcile.
             log.warning("could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], err.reason)
+
+    def delete_secret(self, namespace: str, name: str) -> None:
+        """Delete a Secret the operator made (a job's grant); gone already is fine."""
+        _unless_missing(lambda: self.core.delete_namespaced_secret(name, namespace))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from videogen_api import v1alpha1 as api
+from videogen_operator import policy
 from videogen_operator.settings import OperatorSettings
 
 RUNNER_CONTAINER = "runner"
@@ -50,6 +51,20 @@ def child_name(ref: JobRef, suffix: str = "") -> str:
     return f"{head}{tail}"
 
 
+def grant_secret_name(ref: JobRef) -> str:
+    """The per-job Secret of presigned URLs (see credentials.py)."""
+    return child_name(ref, "grant")
+
+
+def child_metadata(ref: JobRef, digest: str) -> dict[str, Any]:
+    """Labels, annotations and the controller owner reference every child of this job carries."""
+    return {
+        "labels": labels(ref, digest),
+        "annotations": owner_annotations(ref),
+        "ownerReferences": [ref.owner_reference],
+    }
+
+
 def runner_service_account_name(ref: JobRef, settings: OperatorSettings) -> str:
     return settings.runner_service_account or child_name(ref, "runner")
 
@@ -80,12 +95,9 @@ def _metadata(ref: JobRef, name: str, digest: str) -> dict[str, Any]:
 
 
 def resolve_output(ref: JobRef, spec: api.VideoGenJobSpec, settings: OperatorSettings, digest: str) -> tuple[str, str]:
-    """Bucket and key of the video: the spec's, else the operator's defaults."""
-    bucket = spec.output.bucket or settings.s3_bucket
-    if not bucket:
-        raise ValueError("spec.output.bucket: not set and the operator has no default bucket (s3Bucket)")
-    key = spec.output.key or api.default_output_key(ref.namespace, ref.name, digest, spec.output.format)
-    return bucket, key
+    """Bucket and full key of the video: below the namespace's prefix (see policy.output_location)."""
+    location = policy.output_location(ref.namespace, ref.name, spec, settings, digest)
+    return location.bucket, location.key
 
 
 def _runner_env(
@@ -107,8 +119,13 @@ def _runner_env(
     ]
     if settings.s3_endpoint:
         env.append({"name": "AWS_ENDPOINT_URL", "value": settings.s3_endpoint})
-    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        env.append({"name": var, "valueFrom": {"secretKeyRef": {"name": settings.s3_secret_name, "key": var}}})
+    if settings.runner_credentials == "presigned":
+        # Presigned URLs for this job's objects only; no platform key reaches the pod.
+        secret = {"name": grant_secret_name(ref), "key": api.GRANT_SECRET_KEY}
+        env.append({"name": api.ENV_GRANT, "valueFrom": {"secretKeyRef": secret}})
+    # else workload identity: boto3's own chain through the annotated runner ServiceAccount.
+    if settings.runner_blocked_cidrs:
+        env.append({"name": api.ENV_BLOCKED_CIDRS, "value": ",".join(settings.runner_blocked_cidrs)})
     env.extend({"name": k, "value": v} for k, v in sorted(settings.extra_runner_env.items()))
     return env
 
@@ -273,23 +290,6 @@ def build_runner_role_binding(ref: JobRef, digest: str, settings: OperatorSettin
                 "namespace": ref.namespace,
             }
         ],
-    }
-
-
-def build_secret_copy(source: dict[str, Any], namespace: str) -> dict[str, Any]:
-    """A copy of the operator's S3 credentials Secret for a job namespace."""
-    meta = source.get("metadata", {})
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {
-            "name": meta["name"],
-            "namespace": namespace,
-            "labels": {api.LABEL_MANAGED_BY: api.MANAGED_BY},
-            "annotations": {f"{api.GROUP}/copied-from": f"{meta.get('namespace')}/{meta['name']}"},
-        },
-        "type": source.get("type", "Opaque"),
-        "data": dict(source.get("data") or {}),
     }
 
 

@@ -26,6 +26,7 @@ from videogen_operator import manifests
 from videogen_operator.kube import Kube
 from videogen_operator.manifests import JobRef
 from videogen_operator.observe import Failure, JobView, job_failure, parse_time, view_job
+from videogen_operator.outputs import Outputs, VerificationError
 from videogen_operator.phases import (
     Transition,
     is_terminal,
@@ -37,7 +38,7 @@ from videogen_operator.phases import (
     transition,
 )
 from videogen_operator.queue import Waiting, plan_admission, queue_message
-from videogen_operator.results import ObjectStore, split_uri
+from videogen_operator.results import ObjectStore
 from videogen_operator.settings import OperatorSettings
 from videogen_operator.validation import SpecError, parse_spec, validate_spec
 
@@ -108,6 +109,7 @@ class Reconciler:
         self.kube = kube
         self.settings = settings
         self.store = store
+        self.outputs = Outputs(kube, settings, store)
         self.clock = clock
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -148,8 +150,8 @@ class Reconciler:
             validate_spec(ref, spec, self.settings, digest, self.kube.priority_class_exists)
         except SpecError as err:
             p = _Pass(body, ref, None, "", now, status, outcome)
-            failed = dict(status, lastFailure=Failure(Reason.VALIDATION_FAILED, str(err), "operator").to_status(now))
-            self._move(p, failed, Phase.FAILED, Reason.VALIDATION_FAILED, str(err))
+            failed = dict(status, lastFailure=Failure(err.reason, str(err), "operator").to_status(now))
+            self._move(p, failed, Phase.FAILED, err.reason, str(err))
             return outcome
         p = _Pass(body, ref, spec, digest, now, status, outcome)
 
@@ -177,6 +179,9 @@ class Reconciler:
         """Transition `base` to (phase, reason, message) and write it if anything changed."""
         new, t = transition(base, phase, reason, message, p.now, p.generation)
         p.status = self._write(p.body, p.status, new, t, p.outcome, force=force)
+        if t is not None and phase in api.TERMINAL_PHASES and p.status is new and new.get("jobName"):
+            # The runner is done: its presigned URLs go with it.
+            self.outputs.release(p.ref, p.parsed, p.digest)
 
     # ------------------------------------------------------------------ before the Job exists
 
@@ -222,24 +227,8 @@ class Reconciler:
         p.outcome.needs_admission = True
 
     def _cache_hit(self, ref: JobRef, spec: api.VideoGenJobSpec, digest: str) -> dict[str, Any] | None:
-        if not (self.settings.cache_enabled and spec.cache and spec.seed is not None):
-            return None
-        for other in self.kube.list_vgjs(self.settings.namespaces):
-            other_status = other.get("status") or {}
-            if (
-                other["metadata"].get("uid") != ref.uid
-                and other_status.get("phase") == Phase.SUCCEEDED
-                and other_status.get("specHash") == digest
-                and (other_status.get("output") or {}).get("uri")
-                and (other.get("spec") or {}).get("seed") is not None
-            ):
-                output = dict(other_status["output"])
-                if self.store is None or self.store.output_still_valid(output):
-                    return output
-        if self.store is not None:
-            bucket, _ = manifests.resolve_output(ref, spec, self.settings, digest)
-            return self.store.lookup(bucket, digest)
-        return None
+        # Only results the operator verified itself, within the cache's scope (never other jobs' status).
+        return self.outputs.cache_hit(ref, spec, digest)
 
     def _with_fresh_url(self, output: dict[str, Any], spec: api.VideoGenJobSpec) -> dict[str, Any]:
         output = {k: v for k, v in output.items() if k not in ("url", "urlExpiresAt")}
@@ -274,21 +263,8 @@ class Reconciler:
             self.kube.create_if_missing(manifests.build_runner_service_account(ref, digest))
         self.kube.create_if_missing(manifests.build_runner_role(ref, digest))
         self.kube.create_if_missing(manifests.build_runner_role_binding(ref, digest, self.settings))
-        self._ensure_s3_secret(ref.namespace)
+        self.outputs.ensure_grant(ref, spec, digest, self.clock())
         self.kube.create_if_missing(manifests.build_job(ref, spec, self.settings, digest, suspend=suspended))
-
-    def _ensure_s3_secret(self, namespace: str) -> None:
-        name = self.settings.s3_secret_name
-        if namespace == self.settings.operator_namespace or self.kube.get_secret(namespace, name) is not None:
-            return
-        source = self.kube.get_secret(self.settings.operator_namespace, name)
-        if source is None:
-            # The pod will report CreateContainerConfigError, which is lifted into status.
-            log.warning(
-                "S3 secret %s exists neither in %s nor in %s", name, namespace, self.settings.operator_namespace
-            )
-            return
-        self.kube.create_if_missing(manifests.build_secret_copy(source, namespace))
 
     def _mark_job_created(self, p: _Pass) -> None:
         """Record the Job's name at once: from now on a missing Job means it was lost, not never made."""
@@ -381,9 +357,15 @@ class Reconciler:
         message = view.result_error or "the video is ready"
         if view.result is not None:
             result = view.result
-            output = result.output.to_wire()
-            if not output.get("url") and output.get("uri"):
-                output = self._with_fresh_url(output, p.spec)
+            try:
+                output = self._with_fresh_url(
+                    self.outputs.accept(p.ref, p.spec, p.digest, result.output.to_wire()), p.spec
+                )
+            except VerificationError as err:
+                message = f"the runner reported success, but {err}"
+                base["lastFailure"] = Failure(Reason.OUTPUT_VERIFICATION_FAILED, message, "operator").to_status(p.now)
+                self._move(p, base, Phase.FAILED, Reason.OUTPUT_VERIFICATION_FAILED, message)
+                return
             base.update(
                 output=output,
                 timings=result.timings.to_wire(),
@@ -392,9 +374,6 @@ class Reconciler:
                 adjustments=list(result.adjustments),
             )
             message = f"the video is ready at {output.get('uri')}"
-            if self.store is not None and p.spec.seed is not None and output.get("uri"):
-                bucket, _ = split_uri(str(output["uri"]))
-                self.store.record(bucket, p.digest, output)
         base["progress"] = {
             "stage": api.Stage.DONE,
             "percent": 100,
@@ -527,23 +506,10 @@ class Reconciler:
     # ================================================================== deletion
 
     def cleanup_outputs(self, body: dict[str, Any]) -> list[str]:
-        """output.deletePolicy: Delete — remove the job's own objects, never shared ones."""
-        status = body.get("status") or {}
-        output = status.get("output") or {}
-        if not output.get("uri") or self.store is None:
+        """output.deletePolicy: Delete — remove the job's own objects at its spec's location, never
+        shared ones and never what its status names."""
+        try:
+            spec = parse_spec(body.get("spec"))
+        except SpecError:
             return []
-        if status.get("reason") == Reason.CACHE_HIT:
-            return []  # the objects belong to the job that made them
-        uid = body["metadata"]["uid"]
-        for other in self.kube.list_vgjs(self.settings.namespaces):
-            if other["metadata"].get("uid") == uid or other["metadata"].get("deletionTimestamp"):
-                continue
-            if ((other.get("status") or {}).get("output") or {}).get("uri") == output["uri"]:
-                log.info(
-                    "keeping %s: VideoGenJob %s/%s still refers to it",
-                    output["uri"],
-                    other["metadata"]["namespace"],
-                    other["metadata"]["name"],
-                )
-                return []
-        return self.store.delete_output(output, status.get("specHash"))
+        return self.outputs.cleanup(body, ref_of(body), spec)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 ENV_PREFIX = "VIDEOGEN_"
 ENV_CONFIG_FILE = "VIDEOGEN_CONFIG_FILE"
@@ -60,9 +61,57 @@ class OperatorSettings(BaseModel):
     s3_secret_name: str = Field(
         "videogen-s3",
         description=(
-            "Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY. Looked up in the job's namespace; "
-            "when absent there it is copied from the operator's namespace."
+            "Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the operator's namespace. Only the "
+            "operator reads it (as env vars); it is never copied into job namespaces."
         ),
+    )
+    # ---------------------------------------------------------------- tenancy policy
+    output_prefix_template: str = Field(
+        "videogen/{namespace}/",
+        description="Per-namespace prefix every object a job writes lives under; spec.output.key is relative to it.",
+    )
+    allowed_buckets: list[str] = Field(
+        default_factory=list,
+        description="Buckets every namespace may name in spec.output.bucket besides s3Bucket.",
+    )
+    namespace_buckets: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Extra buckets per namespace (namespace -> buckets).",
+    )
+    allowed_model_prefixes: list[str] = Field(
+        default_factory=list,
+        description=(
+            "s3:// prefixes spec.model may read from ('{namespace}' is replaced by the job's namespace); "
+            "empty refuses every s3:// model."
+        ),
+    )
+    runner_credentials: Literal["presigned", "workload-identity"] = Field(
+        "presigned",
+        description=(
+            "presigned: each runner gets a per-job Secret of presigned URLs and no keys; workload-identity: "
+            "runners use runnerServiceAccount's cloud identity (IRSA / Workload Identity) through boto3."
+        ),
+    )
+    presign_margin_seconds: int = Field(
+        300, ge=0, description="Added to a job's startup and run timeouts to bound its presigned URLs' lifetime."
+    )
+    multipart_threshold_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=5 * 1024 * 1024,
+        description="Jobs whose uncompressed video could exceed this also get presigned multipart part URLs.",
+    )
+    multipart_part_bytes: int = Field(64 * 1024 * 1024, ge=5 * 1024 * 1024, description="Size of one upload part.")
+    cache_scope: Literal["namespace", "cluster"] = Field(
+        "namespace", description="namespace: cache hits only from the same namespace; cluster: from any namespace."
+    )
+    verify_max_bytes: int = Field(
+        8 * 1024 * 1024 * 1024,
+        ge=0,
+        description="Largest output the operator hashes itself when the store reports no SHA-256 checksum.",
+    )
+    runner_blocked_cidrs: list[str] = Field(
+        default_factory=list,
+        description="Cluster service and pod CIDRs the runner never fetches https images from (besides private ranges).",
     )
     model_cache: ModelCacheVolume = Field(default_factory=ModelCacheVolume)
     job_ttl_seconds: int = Field(3600, ge=0, description="ttlSecondsAfterFinished of runner Jobs (never the CR).")
@@ -82,6 +131,22 @@ class OperatorSettings(BaseModel):
     @property
     def clusterwide(self) -> bool:
         return not self.namespaces
+
+    @model_validator(mode="after")
+    def _tenancy_is_consistent(self) -> OperatorSettings:
+        template = self.output_prefix_template
+        if template.count("{namespace}") != 1 or template.startswith("/"):
+            raise ValueError("output_prefix_template: must be relative and contain '{namespace}' exactly once")
+        # The operator's cache pointers (videogen/.cache/...) must lie outside every namespace's prefix.
+        head, _, tail = template.partition("{namespace}")
+        as_regex = re.escape(head) + r"[a-z0-9]([-a-z0-9]*[a-z0-9])?" + re.escape(tail)
+        if re.match(as_regex, "videogen/.cache/_cluster/0.json"):
+            raise ValueError("output_prefix_template: a namespace's prefix would contain videogen/.cache/")
+        if self.runner_credentials == "workload-identity" and not self.runner_service_account:
+            raise ValueError(
+                "runner_credentials: workload-identity needs runner_service_account (the annotated ServiceAccount)"
+            )
+        return self
 
 
 # Environment variable -> field. Lists and mappings are JSON; everything else is a plain string.

@@ -13,12 +13,17 @@ from typing import Any
 from pydantic import ValidationError
 
 from videogen_api import v1alpha1 as api
-from videogen_operator.manifests import JobRef, resolve_output
+from videogen_operator import policy
+from videogen_operator.manifests import JobRef
 from videogen_operator.settings import OperatorSettings
 
 
 class SpecError(ValueError):
-    """A spec the operator will not run; str() is the user-facing message."""
+    """A spec the operator will not run; str() is the user-facing message, `reason` the status reason."""
+
+    def __init__(self, message: str, reason: str = api.Reason.VALIDATION_FAILED) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def parse_spec(raw: dict[str, Any] | None) -> api.VideoGenJobSpec:
@@ -47,7 +52,9 @@ def validate_spec(
         if not spec.model.startswith(root) or "/../" in spec.model:
             raise SpecError(f"spec.model: a local path must be inside the model-cache volume ({root})")
     try:
-        resolve_output(ref, spec, settings, digest)
+        policy.check_spec(ref.namespace, ref.name, spec, settings, digest)
+    except policy.PolicyViolationError as err:
+        raise SpecError(str(err), api.Reason.POLICY_VIOLATION) from err
     except ValueError as err:
         raise SpecError(str(err)) from err
     if spec.resources.priority_class_name and not priority_class_exists(spec.resources.priority_class_name):

@@ -1,8 +1,12 @@
 """The S3 client every part of the runner shares, and the retry policy around it.
 
-Credentials come only from boto3's own chain (env vars from a Secret, web
-identity, instance profile): the spec has no place for them by design, so a
-user who can create a VideoGenJob cannot point the runner at someone else's keys.
+In a cluster the runner holds no keys: the operator grants it presigned URLs for
+exactly its own objects (`VIDEOGEN_GRANT`, see grant.py) and `make_client`
+returns a client that answers from them. Without a grant (a platform that opted
+into workload identity, or a run by hand) credentials come only from boto3's own
+chain (web identity, instance profile, env vars): the spec has no place for them
+by design, so a user who can create a VideoGenJob cannot point the runner at
+someone else's keys.
 """
 
 from __future__ import annotations
@@ -31,12 +35,20 @@ ENV_BACKOFF_SECONDS = "VIDEOGEN_S3_BACKOFF_SECONDS"
 ENV_CONNECT_TIMEOUT = "VIDEOGEN_S3_CONNECT_TIMEOUT_SECONDS"
 # path (default: self-hosted servers rarely have wildcard DNS for bucket host names), virtual or auto.
 ENV_ADDRESSING_STYLE = "VIDEOGEN_S3_ADDRESSING_STYLE"
+ENV_GRANT = "VIDEOGEN_GRANT"  # = videogen_api.v1alpha1.ENV_GRANT
 
 T = TypeVar("T")
 
 # HTTP statuses worth another try; 4xx other than these mean the request itself is wrong.
 _TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
-_TRANSIENT_CODES = {"RequestTimeout", "SlowDown", "InternalError", "ServiceUnavailable", "Throttling"}
+_TRANSIENT_CODES = {
+    "RequestTimeout",
+    "SlowDown",
+    "InternalError",
+    "ServiceUnavailable",
+    "Throttling",
+    "ConditionalRequestConflict",
+}
 
 
 @dataclass(frozen=True)
@@ -59,11 +71,17 @@ class RetryPolicy:
 
 
 def make_client(env: Mapping[str, str] | None = None) -> S3Client:
-    """A client for any S3-compatible endpoint: path-style, bounded retries and timeouts."""
+    """The job's grant when it has one (presigned URLs, no keys); else a boto3 client for any
+    S3-compatible endpoint: path-style, bounded retries and timeouts."""
     import boto3
     from botocore.config import Config
 
     env = os.environ if env is None else env
+    if env.get(ENV_GRANT):
+        from .grant import PresignedClient
+
+        # Duck-typed: it answers the few S3 calls the runner makes, from the grant's URLs.
+        return cast("S3Client", PresignedClient.from_json(env[ENV_GRANT]))
     endpoint = env.get(ENV_ENDPOINT_S3) or env.get(ENV_ENDPOINT) or None
     config = Config(
         region_name=env.get(ENV_REGION) or env.get("AWS_DEFAULT_REGION") or "us-east-1",
@@ -100,9 +118,12 @@ def is_transient(exc: BaseException) -> bool:
     from botocore.exceptions import (
         ConnectTimeoutError as BotoConnectTimeout,
     )
+    from urllib3.exceptions import HTTPError as Urllib3Error
 
     if isinstance(exc, EndpointConnectionError | ConnectionClosedError | ReadTimeoutError | BotoConnectTimeout):
         return True
+    if isinstance(exc, Urllib3Error):
+        return True  # a presigned transfer's connection trouble
     if isinstance(exc, ClientError):
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         code = exc.response.get("Error", {}).get("Code", "")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from videogen_api import v1alpha1 as api
 
-from .errors import UploadError, one_line
+from .errors import InvalidInputError, UploadError, one_line
 from .s3 import RetryPolicy, error_code, is_transient, with_retries
 
 if TYPE_CHECKING:
@@ -87,9 +87,19 @@ def upload_file(
     """
     from boto3.s3.transfer import TransferConfig
 
+    from .grant import PresignedClient
+
     digest = sha256_file(path)
     size = path.stat().st_size
     uri = f"s3://{bucket}/{key}"
+    if isinstance(client, PresignedClient):
+        granted = client
+
+        def put_granted() -> bool:
+            # PUT with If-None-Match: an existing object is kept, and accepted only if it holds our bytes.
+            return granted.put_file(path, bucket, key, digest)
+
+        return _finish_upload(uri, bucket, key, size, digest, put_granted, policy)
     transfer = TransferConfig(
         multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_CHUNK, max_concurrency=4
     )
@@ -104,8 +114,16 @@ def upload_file(
         client.upload_file(str(path), bucket, key, ExtraArgs=extra, Config=transfer)
         return False
 
+    return _finish_upload(uri, bucket, key, size, digest, attempt, policy)
+
+
+def _finish_upload(
+    uri: str, bucket: str, key: str, size: int, digest: str, attempt: Callable[[], bool], policy: RetryPolicy
+) -> Uploaded:
     try:
         skipped = with_retries(f"upload of {uri}", attempt, policy)
+    except InvalidInputError:
+        raise  # the key holds another job's object: no retry can help
     except Exception as exc:
         hint = " after retries" if is_transient(exc) else ""
         raise UploadError(f"upload of {uri} failed{hint}: {_describe(exc)}") from exc
@@ -137,6 +155,11 @@ def check_reachable(client: S3Client, bucket: str, key: str, policy: RetryPolicy
         raise UploadError(f"S3 endpoint for s3://{bucket} unreachable after retries: {_describe(exc)}") from exc
 
 
-def presign(client: S3Client, bucket: str, key: str, seconds: int) -> tuple[str, datetime]:
+def presign(client: S3Client, bucket: str, key: str, seconds: int) -> tuple[str | None, datetime | None]:
+    """A GET URL for the result; none under a grant (the operator presigns once it verified the object)."""
+    from .grant import PresignedClient
+
+    if isinstance(client, PresignedClient):
+        return None, None
     url = client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=seconds)
     return url, datetime.now(UTC) + timedelta(seconds=seconds)

@@ -46,14 +46,16 @@ def test_corrupt_weights_are_a_model_load_error(jobs: Jobs, model_cache: Path, s
 def test_bad_input_image_is_an_input_image_error(
     devcluster: Any, jobs: Jobs, namespace: str, start_operator: Any
 ) -> None:
-    devcluster.s3_client().put_object(Bucket=BUCKET, Key=f"inputs/{namespace}-bad.png", Body=b"not an image at all")
+    devcluster.s3_client().put_object(
+        Bucket=BUCKET, Key=f"videogen/{namespace}/inputs/bad.png", Body=b"not an image at all"
+    )
     start_operator()
     jobs.apply(
         tiny_job(
             "bad-image",
             model=TINY_I2V,
             task="image-to-video",
-            image=f"s3://{BUCKET}/inputs/{namespace}-bad.png",
+            image=f"s3://{BUCKET}/videogen/{namespace}/inputs/bad.png",
         )
     )
     status = failed(jobs, "bad-image")
@@ -63,7 +65,8 @@ def test_bad_input_image_is_an_input_image_error(
 
 def test_upload_errors_are_retried_up_to_retries(jobs: Jobs, start_operator: Any) -> None:
     start_operator(
-        extra_runner_env='{"VIDEOGEN_S3_MAX_ATTEMPTS": "1", "VIDEOGEN_S3_TRANSFER_ATTEMPTS": "1", "VIDEOGEN_S3_BACKOFF_SECONDS": "0"}'
+        extra_runner_env='{"VIDEOGEN_S3_MAX_ATTEMPTS": "1", "VIDEOGEN_S3_TRANSFER_ATTEMPTS": "1", "VIDEOGEN_S3_BACKOFF_SECONDS": "0"}',
+        allowed_buckets='["bucket-that-does-not-exist"]',  # the policy allows it; the store does not have it
     )
     jobs.apply(tiny_job("no-bucket", output={"bucket": "bucket-that-does-not-exist"}, retries=1))
     status = failed(jobs, "no-bucket", timeout=300)

@@ -117,14 +117,14 @@ def test_text_to_video_end_to_end(devcluster: Any, jobs: Jobs, namespace: str, s
 def test_image_to_video_end_to_end(devcluster: Any, jobs: Jobs, namespace: str, start_operator: Any) -> None:
     image = io.BytesIO()
     Image.new("RGB", (96, 96), (200, 120, 40)).save(image, format="PNG")
-    devcluster.s3_client().put_object(Bucket=BUCKET, Key=f"inputs/{namespace}.png", Body=image.getvalue())
+    devcluster.s3_client().put_object(Bucket=BUCKET, Key=f"videogen/{namespace}/inputs/in.png", Body=image.getvalue())
     start_operator()
     jobs.apply(
         tiny_job(
             "i2v",
             model=TINY_I2V,
             task="image-to-video",
-            image=f"s3://{BUCKET}/inputs/{namespace}.png",
+            image=f"s3://{BUCKET}/videogen/{namespace}/inputs/in.png",
             seed=3,
         )
     )

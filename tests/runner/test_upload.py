@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from videogen_api import v1alpha1 as api
 from videogen_runner import upload
-from videogen_runner.errors import UploadError
+from videogen_runner.errors import InvalidInputError, UploadError
 from videogen_runner.s3 import RetryPolicy, make_client, with_retries
 from videogen_runner.upload import check_reachable, presign, upload_file
 
@@ -185,3 +186,110 @@ class TestRetryPolicy:
             return "ok"
 
         assert with_retries("upload", throttled, RetryPolicy(attempts=2), sleep=pauses.append) == "ok"
+
+
+# --------------------------------------------------------------------------- uploads through a grant
+
+
+def grant_for(
+    s3: S3Server,
+    bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    uid: str = "uid-1",
+    name: str = "clip",
+    multipart: bool = False,
+) -> dict[str, Any]:
+    """The grant the operator would put in the job's Secret, signed with the platform's keys."""
+    from datetime import UTC, datetime
+
+    from videogen_operator import credentials
+    from videogen_operator.results import ObjectStore
+    from videogen_operator.settings import OperatorSettings
+
+    for k, v in s3.env().items():
+        monkeypatch.setenv(k, v)
+    settings = OperatorSettings(
+        s3_endpoint=s3.endpoint_url,
+        s3_bucket=bucket,
+        multipart_threshold_bytes=5 * 1024 * 1024,
+        multipart_part_bytes=5 * 1024 * 1024,
+    )
+    spec = api.VideoGenJobSpec.model_validate(
+        {
+            "model": "hf://org/tiny",
+            "task": "text-to-video",
+            "prompt": "a cat",
+            "width": 64 if not multipart else 1024,
+            "height": 64 if not multipart else 1024,
+            "numFrames": 9,
+        }
+    )
+    grant = credentials.build_grant(
+        ObjectStore(settings), "team-a", name, uid, spec, settings, "abc", datetime.now(UTC)
+    )
+    for k in s3.env():
+        monkeypatch.delenv(k)
+    return grant
+
+
+def granted(grant: dict[str, Any]) -> S3Client:
+    return make_client({"VIDEOGEN_GRANT": json.dumps(grant)})
+
+
+@pytest.mark.s3
+class TestGrantedUploads:
+    def test_upload_carries_the_signed_job_uid_and_never_overwrites(
+        self, s3: S3Server, s3_client: S3Client, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        grant = grant_for(s3, bucket, monkeypatch)
+        key = grant["video"]["key"]
+        assert key == "videogen/team-a/clip-abc.mp4"
+        client = granted(grant)
+        path = video_file(tmp_path)
+
+        first = put(client, path, bucket, key)
+        head = s3_client.head_object(Bucket=bucket, Key=key)
+        assert head["Metadata"][api.S3_METADATA_JOB_UID] == "uid-1"
+        assert first.skipped is False
+
+        # A retried pod with the same bytes: the conditional PUT is refused, the content matches.
+        again = put(client, path, bucket, key)
+        assert again.skipped is True and again.sha256 == first.sha256
+
+        # Different bytes (another job's grant for the same key): refused, the object is untouched.
+        other = granted(grant_for(s3, bucket, monkeypatch, uid="uid-2"))
+        with pytest.raises(InvalidInputError, match="already holds a different object"):
+            put(other, video_file(tmp_path, name="w.mp4"), bucket, key)
+        body = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        assert hashlib.sha256(body).hexdigest() == first.sha256
+
+    def test_keys_outside_the_grant_are_refused_without_a_request(
+        self, s3: S3Server, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        client = granted(grant_for(s3, bucket, monkeypatch))
+        with pytest.raises(UploadError, match="not in this job's grant"):
+            put(client, video_file(tmp_path), bucket, "videogen/team-b/theirs.mp4")
+        with pytest.raises(ClientError) as err:
+            client.get_object(Bucket=bucket, Key="videogen/team-b/theirs.mp4")
+        assert err.value.response["Error"]["Code"] == "AccessDenied"
+
+    def test_large_video_goes_up_in_parts(
+        self, s3: S3Server, s3_client: S3Client, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        grant = grant_for(s3, bucket, monkeypatch, multipart=True)
+        assert grant["multipart"]["partBytes"] == 5 * 1024 * 1024
+        key = grant["video"]["key"]
+        path = video_file(tmp_path, size=11 * 1024 * 1024)
+        uploaded = put(granted(grant), path, bucket, key)
+        head = s3_client.head_object(Bucket=bucket, Key=key)
+        assert str(head["ETag"]).strip('"').endswith("-3"), head["ETag"]
+        assert head["Metadata"][api.S3_METADATA_JOB_UID] == "uid-1"
+        body = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        assert hashlib.sha256(body).hexdigest() == uploaded.sha256
+
+    def test_reachability_check_works_through_the_grant(
+        self, s3: S3Server, bucket: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        grant = grant_for(s3, bucket, monkeypatch)
+        check_reachable(granted(grant), bucket, grant["video"]["key"], FAST)

@@ -113,13 +113,20 @@ class TestRunnerInputs:
         assert e[api.ENV_OUTPUT_KEY] == "videogen/team-a/cat-video-abc123.mp4"
         assert e["AWS_ENDPOINT_URL"] == "http://s3.local:7070"
 
-    def test_credentials_come_from_a_secret_never_a_value(self) -> None:
+    def test_the_runner_gets_its_grant_and_never_a_platform_key(self) -> None:
         e = env(build(s3_secret_name="creds"))
-        assert e["AWS_SECRET_ACCESS_KEY"] == {"secretKeyRef": {"name": "creds", "key": "AWS_SECRET_ACCESS_KEY"}}
+        assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & e.keys()
+        grant = {"secretKeyRef": {"name": manifests.grant_secret_name(REF), "key": api.GRANT_SECRET_KEY}}
+        assert e[api.ENV_GRANT] == grant
+        assert "creds" not in json.dumps(pod_spec(build(s3_secret_name="creds")))
 
-    def test_explicit_output_location_wins(self) -> None:
-        e = env(build(make_spec(output={"bucket": "mine", "key": "a/b.mp4"})))
-        assert (e[api.ENV_OUTPUT_BUCKET], e[api.ENV_OUTPUT_KEY]) == ("mine", "a/b.mp4")
+    def test_workload_identity_has_no_grant(self) -> None:
+        e = env(build(runner_credentials="workload-identity", runner_service_account="videogen-runner"))
+        assert api.ENV_GRANT not in e and "AWS_SECRET_ACCESS_KEY" not in e
+
+    def test_explicit_output_location_is_below_the_namespace_prefix(self) -> None:
+        e = env(build(make_spec(output={"bucket": "mine", "key": "a/b.mp4"}), allowed_buckets=["mine"]))
+        assert (e[api.ENV_OUTPUT_BUCKET], e[api.ENV_OUTPUT_KEY]) == ("mine", "videogen/team-a/a/b.mp4")
 
     def test_no_bucket_anywhere_is_an_error_naming_the_field(self) -> None:
         with pytest.raises(ValueError, match=r"spec\.output\.bucket"):
