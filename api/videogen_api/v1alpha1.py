@@ -161,6 +161,14 @@ class Reason(StrEnum):
     BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
     POD_FAILED = "PodFailed"
     JOB_MISSING = "JobMissing"
+    # the API server refused a child object (invalid pod spec, quota, admission webhook)
+    CREATE_FAILED = "CreateFailed"
+    # the Job controller could not create the runner pod (FailedCreate on the Job)
+    POD_CREATE_FAILED = "PodCreateFailed"
+    # Kueue: the LocalQueue named in spec.queueName does not exist
+    LOCAL_QUEUE_MISSING = "LocalQueueMissing"
+    # the operator failed to reconcile this job (it retries); the error is in the message
+    RECONCILE_ERROR = "ReconcileError"
     # the runner's own failure classes (see ExitCode)
     INVALID_INPUT = "InvalidInput"
     MODEL_NOT_FOUND = "ModelNotFound"
@@ -721,6 +729,13 @@ class VideoGenJobStatus(_Model):
     )
     output: OutputStatus | None = Field(None, description="The stored video.")
     timings: Timings | None = Field(None, description="Seconds per stage.")
+    runner_result: RunnerResult | None = Field(
+        None,
+        description=(
+            "The result as the runner recorded it after uploading (so it survives the Job's TTL). "
+            "Untrusted: the operator verifies the object before accepting it into status.output."
+        ),
+    )
     last_failure: LastFailure | None = Field(None, description="The most recent failure.")
     conditions: list[Condition] | None = Field(
         None,

@@ -10,8 +10,10 @@ from __future__ import annotations
 import sys
 
 import kopf
+from kopf._core.engines.peering import Identity  # kopf.run takes it; not re-exported
 
 from videogen_operator import handlers  # noqa: F401  (registers the handlers)
+from videogen_operator.activity import own_identity, start_priority
 from videogen_operator.logs import configure_logging
 from videogen_operator.settings import load_settings
 
@@ -23,13 +25,18 @@ def main() -> int:
         print(f"videogen-operator: {err}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    # Our identity and priority in kopf's peering, known to us too: the periodic work
+    # asks the peering object whether this replica is the active one (activity.py).
+    identity, priority = own_identity(), start_priority()
     kopf.run(
         clusterwide=settings.clusterwide,
         namespaces=settings.namespaces,
         standalone=False,
         peering_name=settings.peering_name,
+        identity=Identity(identity),
+        priority=priority,
         liveness_endpoint=f"http://0.0.0.0:{settings.liveness_port}/healthz",
-        memo=kopf.Memo(settings=settings),
+        memo=kopf.Memo(settings=settings, identity=identity, priority=priority),
     )
     return 0
 

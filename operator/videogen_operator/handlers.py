@@ -1,74 +1,133 @@
 """kopf wiring. Thin on purpose: every decorator forwards to the Reconciler.
 
-What kopf gives us: watch streams with reconnects, peering (one active
-operator), the liveness endpoint, the deletion finalizer for
-`output.deletePolicy: Delete`, and JSON logging. What we do ourselves:
-level-triggered reconciliation from fresh reads, so restarts never depend on
-kopf's per-handler progress bookkeeping.
+What kopf gives us: watch streams with reconnects, paginated initial LISTs and
+server-side label/field selectors, the indices our views read (views.py),
+peering (one active operator), the liveness endpoint, the deletion finalizer
+for `output.deletePolicy: Delete`, and JSON logging. What we do ourselves:
+level-triggered reconciliation from the views, so restarts never depend on
+kopf's per-handler progress bookkeeping, and a periodic sweep for what moves
+with time (startup deadlines, cancel grace periods), which runs only in the
+replica kopf's peering made active (activity.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Hashable
 from typing import Any
 
 import kopf
 
 from videogen_api import v1alpha1 as api
+from videogen_operator.activity import is_active, own_identity, start_priority
 from videogen_operator.dispatch import Coalescer
-from videogen_operator.kube import Kube, load_client_config
+from videogen_operator.kube import Kube, is_transient, load_client_config
 from videogen_operator.manifests import OWNER_ANNOTATION
-from videogen_operator.reconcile import Reconciler
+from videogen_operator.phases import now_utc
+from videogen_operator.reconcile import Reconciler, needs_timer
 from videogen_operator.results import ObjectStore
 from videogen_operator.settings import OperatorSettings, load_settings
+from videogen_operator.views import Views, controller_uid, slim_job, slim_pod, slim_vgj, vgj_owner_uid
 
 log = logging.getLogger(__name__)
 ADMISSION = ("", "")
 RUNNER_LABELS = {api.LABEL_MANAGED_BY: api.MANAGED_BY}
+RUNNER_SELECTOR = f"{api.LABEL_MANAGED_BY}={api.MANAGED_BY}"
+FAILED_CREATE_SELECTOR = "involvedObject.kind=Job,reason=FailedCreate"
 ANNOTATION_PREFIX = api.GROUP
 TERMINAL = frozenset(p.value for p in api.TERMINAL_PHASES)
+# Every this many sweeps, every unfinished job is reconciled (a safety net for a lost event);
+# in between, only the jobs whose state moves with time.
+FULL_SWEEP_EVERY = 12
+# Liveness fails when the sweep loop has not completed for this many periods.
+STALE_SWEEP_PERIODS = 6
+MIN_STALE_SWEEP_SECONDS = 60.0
 
 
 class Runtime:
     """Everything the handlers share, built once at startup."""
 
-    def __init__(self, settings: OperatorSettings, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        settings: OperatorSettings,
+        loop: asyncio.AbstractEventLoop,
+        views: Views,
+        identity: str,
+        priority: int,
+    ) -> None:
         load_client_config()
         self.settings = settings
         self.loop = loop
+        self.identity = identity
+        self.priority = priority
         store = ObjectStore(settings) if (settings.s3_endpoint or settings.s3_bucket) else None
-        self.reconciler = Reconciler(Kube(), settings, store)
-        self.dispatch = Coalescer(self._work)
+        self.reconciler = Reconciler(Kube(), settings, store, views=views)
+        self.dispatch = Coalescer(self._work, self._record_error)
+        self.last_sweep = time.monotonic()
+        self.sweeps = 0
+        self.active = False
 
     def _work(self, key: Hashable) -> None:
         if key == ADMISSION:
-            self.reconciler.admit()
+            if self.active:
+                self.reconciler.admit()
             return
         assert isinstance(key, tuple)
         outcome = self.reconciler.reconcile(key[0], key[1])
-        if outcome.needs_admission or any(
-            t.phase in {p.value for p in api.TERMINAL_PHASES} for t in outcome.transitions
-        ):
+        if outcome.needs_admission or any(t.phase in TERMINAL for t in outcome.transitions):
             # A job that waits, or one that freed its GPU slot, moves the queue.
             asyncio.run_coroutine_threadsafe(self.dispatch.kick(ADMISSION), self.loop)
 
+    def _record_error(self, key: Hashable, error: BaseException) -> None:
+        if key != ADMISSION and isinstance(key, tuple):
+            self.reconciler.record_error(key[0], key[1], error)
+
+    def _check_active(self) -> bool:
+        kube = self.reconciler.kube
+        name = self.settings.peering_name
+        if self.settings.clusterwide:
+            bodies = [kube.get_peering(name, None)]
+        else:
+            bodies = [kube.get_peering(name, ns) for ns in self.settings.namespaces]
+        return is_active(bodies, self.identity, self.priority, now_utc())
+
+    async def sweep_once(self) -> None:
+        try:
+            self.active = await asyncio.to_thread(self._check_active)
+        except Exception as err:
+            log.warning("could not read the peering object (%s); not acting this period", err)
+            self.active = False
+            if not is_transient(err):
+                raise
+        if not self.active:
+            return
+        self.sweeps += 1
+        full = self.sweeps % FULL_SWEEP_EVERY == 1
+        keys: list[Hashable] = [
+            (vgj["metadata"]["namespace"], vgj["metadata"]["name"])
+            for vgj in self.reconciler.views.vgjs()
+            if needs_timer(vgj) or (full and (vgj.get("status") or {}).get("phase") not in TERMINAL)
+        ]
+        await asyncio.gather(*(self.dispatch.kick(k) for k in [*keys, ADMISSION]))
+
     async def sweep_forever(self) -> None:
-        """Deadlines and queue positions move with time, not with events."""
+        """Deadlines and grace periods move with time, not with events."""
         while True:
-            await asyncio.sleep(self.settings.resync_seconds)
             try:
-                vgjs = await asyncio.to_thread(self.reconciler.kube.list_vgjs, self.settings.namespaces)
+                await self.sweep_once()
             except Exception:
-                log.exception("periodic sweep could not list VideoGenJobs")
-                continue
-            keys: list[Hashable] = [
-                (vgj["metadata"]["namespace"], vgj["metadata"]["name"])
-                for vgj in vgjs
-                if (vgj.get("status") or {}).get("phase") not in TERMINAL
-            ]
-            await asyncio.gather(*(self.dispatch.kick(k) for k in [*keys, ADMISSION]))
+                log.exception("periodic sweep failed")
+            else:
+                self.last_sweep = time.monotonic()
+            await asyncio.sleep(self.settings.resync_seconds)
+
+    def sweep_age(self) -> float:
+        return time.monotonic() - self.last_sweep
+
+    def stale_after(self) -> float:
+        return max(MIN_STALE_SWEEP_SECONDS, STALE_SWEEP_PERIODS * self.settings.resync_seconds)
 
 
 def _runtime(memo: kopf.Memo) -> Runtime:
@@ -77,8 +136,45 @@ def _runtime(memo: kopf.Memo) -> Runtime:
     return runtime
 
 
+# ---------------------------------------------------------------------- indices (the views)
+
+
+@kopf.index(api.GROUP, api.VERSION, api.PLURAL)
+async def vgj_index(body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(body.metadata.namespace or "", body.metadata.name or ""): slim_vgj(body)}
+
+
+@kopf.index("batch", "v1", "jobs", labels=RUNNER_LABELS)
+async def job_index(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+    owner = vgj_owner_uid(body)
+    return {owner: slim_job(body)} if owner else {}
+
+
+@kopf.index("", "v1", "pods", labels=RUNNER_LABELS)
+async def pod_index(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+    owner = controller_uid(body.metadata, "Job")
+    return {owner: slim_pod(body)} if owner else {}
+
+
+@kopf.index("", "v1", "events")
+async def failed_create_index(body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    involved = body.get("involvedObject") or {}
+    if body.get("reason") != "FailedCreate" or involved.get("kind") != "Job":
+        return {}
+    return {
+        (body.metadata.namespace or "", str(involved.get("name") or "")): {
+            "message": body.get("message"),
+            "lastTimestamp": body.get("lastTimestamp"),
+            "eventTime": body.get("eventTime"),
+        }
+    }
+
+
+# ---------------------------------------------------------------------- lifecycle
+
+
 @kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
     ours = memo.get("settings") or load_settings()
     assert isinstance(ours, OperatorSettings)
     # Keep kopf's bookkeeping in annotations: the status schema is ours alone.
@@ -89,7 +185,14 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.server_timeout = 270
     settings.watching.client_timeout = 300
     settings.watching.connect_timeout = 10
+    # The initial LISTs come in pages; the runner Jobs and Pods and the Job controller's
+    # FailedCreate Events are filtered on the server: the rest of the cluster never streams in.
+    settings.watching.chunk_size = 500
+    settings.watching.label_selectors["batch", "v1", "jobs"] = RUNNER_SELECTOR
+    settings.watching.label_selectors["", "v1", "pods"] = RUNNER_SELECTOR
+    settings.watching.field_selectors["", "v1", "events"] = FAILED_CREATE_SELECTOR
     settings.networking.request_timeout = 60
+    settings.networking.connect_timeout = 10
     settings.posting.level = logging.WARNING
     settings.posting.reporting_component = "videogen-operator"
     settings.peering.name = ours.peering_name
@@ -98,7 +201,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # until that record expires, so keep the lifetime short.
     settings.peering.lifetime = ours.peering_lifetime_seconds
     settings.execution.max_workers = 16
-    runtime = await asyncio.to_thread(Runtime, ours, asyncio.get_running_loop())
+    views = Views(kwargs["vgj_index"], kwargs["job_index"], kwargs["pod_index"], kwargs["failed_create_index"])
+    identity = str(memo.get("identity") or own_identity())
+    priority = int(memo.get("priority") or start_priority())
+    runtime = await asyncio.to_thread(Runtime, ours, asyncio.get_running_loop(), views, identity, priority)
     memo["runtime"] = runtime
     memo["sweeper"] = asyncio.create_task(runtime.sweep_forever())
     log.info(
@@ -112,6 +218,21 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     sweeper = memo.get("sweeper")
     if isinstance(sweeper, asyncio.Task):
         sweeper.cancel()
+
+
+@kopf.on.probe(id="sweep")
+def sweep_probe(memo: kopf.Memo, **_: Any) -> float:
+    """Liveness: fails (HTTP 500 on /healthz) when the periodic sweep has not completed for several periods."""
+    runtime = memo.get("runtime")
+    if not isinstance(runtime, Runtime):
+        return 0.0
+    age = runtime.sweep_age()
+    if age > runtime.stale_after():
+        raise kopf.PermanentError(f"the periodic sweep has not completed for {age:.0f}s")
+    return round(age, 1)
+
+
+# ---------------------------------------------------------------------- events → reconciles
 
 
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)

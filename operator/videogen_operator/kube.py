@@ -3,6 +3,11 @@
 Everything is read and written as plain dicts in wire format (camelCase), the
 same shape the pure builders and observers use. 409 on create means the object
 is already there (idempotent children); 404 on read means it is gone.
+
+Every call carries a timeout (a stalled connection must never hold a job, the
+admission pass or the sweep for good). Reads of VideoGenJobs, Jobs and Pods
+normally come from the watch-fed views (views.py); the GETs here are for the
+rare cases that must not trust a cache (is a Job really gone?).
 """
 
 from __future__ import annotations
@@ -10,9 +15,10 @@ from __future__ import annotations
 import json
 import logging
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -22,6 +28,42 @@ from videogen_operator.phases import iso, now_utc
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 REPORTING_COMPONENT = "videogen-operator"
+# (connect, read) seconds for every request: long enough for a loaded API server,
+# short enough that one stalled connection costs one retry, not the operator.
+REQUEST_TIMEOUT = (5.0, 30.0)
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class ConflictError(Exception):
+    """409 on a conditional write: someone wrote the object after we read it."""
+
+
+def is_transient(err: BaseException) -> bool:
+    """Worth retrying with backoff: throttling, server errors, timeouts and broken connections."""
+    if isinstance(err, ApiException):
+        return err.status in (0, 408, 429) or (err.status or 0) >= 500
+    return isinstance(err, (urllib3.exceptions.HTTPError, TimeoutError, ConnectionError, OSError))
+
+
+def api_message(err: ApiException) -> str:
+    """The API server's own explanation (its Status.message), else the HTTP reason."""
+    try:
+        data = json.loads(err.body or "")
+        if isinstance(data, dict) and data.get("message"):
+            return str(data["message"])
+    except (TypeError, ValueError):
+        pass
+    return f"{err.status} {err.reason}"
+
+
+def is_refusal(err: BaseException) -> bool:
+    """The API server said no to this object (invalid, forbidden, quota, webhook): retrying will not help."""
+    return (
+        isinstance(err, ApiException)
+        and err.status is not None
+        and 400 <= err.status < 500
+        and (err.status not in (404, 408, 409, 429))
+    )
 
 
 def load_client_config() -> None:
@@ -64,83 +106,109 @@ class Kube:
 
     def get_vgj(self, namespace: str, name: str) -> dict[str, Any] | None:
         obj = _unless_missing(
-            lambda: self.custom.get_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, name)
+            lambda: self.custom.get_namespaced_custom_object(
+                api.GROUP, api.VERSION, namespace, api.PLURAL, name, _request_timeout=REQUEST_TIMEOUT
+            )
         )
         return dict(obj) if obj is not None else None
 
-    def list_vgjs(self, namespaces: Iterable[str] = ()) -> list[dict[str, Any]]:
-        selected = list(namespaces)
-        if not selected:
-            items = self.custom.list_cluster_custom_object(api.GROUP, api.VERSION, api.PLURAL)["items"]
-            return [dict(i) for i in items]
-        out: list[dict[str, Any]] = []
-        for ns in selected:
-            out.extend(self.custom.list_namespaced_custom_object(api.GROUP, api.VERSION, ns, api.PLURAL)["items"])
-        return out
+    def patch_vgj_status(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
+    ) -> dict[str, Any] | None:
+        """Merge-patch the status subresource; the object as written, or None when it is gone.
 
-    def patch_vgj_status(self, namespace: str, name: str, status: dict[str, Any]) -> bool:
-        """Merge-patch the status subresource; False when the object is gone."""
-        patched = _unless_missing(
-            lambda: self.custom.patch_namespaced_custom_object_status(
-                api.GROUP, api.VERSION, namespace, api.PLURAL, name, {"status": status}
+        With `resource_version` the write is conditional (the API server compares it and
+        answers 409 when the object changed since): a stale writer never overwrites a newer
+        phase. Raises Conflict then."""
+        body: dict[str, Any] = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        try:
+            patched = _unless_missing(
+                lambda: self.custom.patch_namespaced_custom_object_status(
+                    api.GROUP,
+                    api.VERSION,
+                    namespace,
+                    api.PLURAL,
+                    name,
+                    body,
+                    _content_type=MERGE_PATCH,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
             )
-        )
-        return patched is not None
+        except ApiException as err:
+            if err.status == 409:
+                raise ConflictError(f"{namespace}/{name} changed since resourceVersion {resource_version}") from err
+            raise
+        return dict(patched) if patched is not None else None
 
     # ------------------------------------------------------------------ Jobs and pods
 
     def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return _unless_missing(lambda: _json(self.batch.read_namespaced_job(name, namespace, _preload_content=False)))
-
-    def list_runner_jobs(self) -> list[dict[str, Any]]:
-        selector = f"{api.LABEL_MANAGED_BY}={api.MANAGED_BY}"
-        data = _json(self.batch.list_job_for_all_namespaces(label_selector=selector, _preload_content=False))
-        return list(data.get("items") or [])
-
-    def list_job_pods(self, namespace: str, uid: str) -> list[dict[str, Any]]:
-        selector = f"{api.LABEL_JOB_UID}={uid}"
-        data = _json(self.core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False))
-        return list(data.get("items") or [])
+        return _unless_missing(
+            lambda: _json(
+                self.batch.read_namespaced_job(
+                    name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                )
+            )
+        )
 
     def set_job_suspended(self, namespace: str, name: str, suspend: bool) -> None:
-        self.batch.patch_namespaced_job(name, namespace, {"spec": {"suspend": suspend}})
+        self.batch.patch_namespaced_job(
+            name, namespace, {"spec": {"suspend": suspend}}, _request_timeout=REQUEST_TIMEOUT
+        )
 
     def delete_job(self, namespace: str, name: str) -> None:
         _unless_missing(
             lambda: self.batch.delete_namespaced_job(
-                name, namespace, body=client.V1DeleteOptions(propagation_policy="Background")
+                name,
+                namespace,
+                body=client.V1DeleteOptions(propagation_policy="Background"),
+                _request_timeout=REQUEST_TIMEOUT,
             )
         )
 
     # ------------------------------------------------------------------ children
 
-    def create_if_missing(self, obj: dict[str, Any]) -> bool:
-        """Create `obj`; True if created, False if it already existed (409)."""
+    def create(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        """Create `obj`; the created object, or None if it already existed (409)."""
         kind = obj["kind"]
         ns = obj["metadata"]["namespace"]
+        t = {"_preload_content": False, "_request_timeout": REQUEST_TIMEOUT}
         creators: dict[str, Callable[[], Any]] = {
-            "Job": lambda: self.batch.create_namespaced_job(ns, obj),
-            "ServiceAccount": lambda: self.core.create_namespaced_service_account(ns, obj),
-            "Secret": lambda: self.core.create_namespaced_secret(ns, obj),
-            "Role": lambda: self.rbac.create_namespaced_role(ns, obj),
-            "RoleBinding": lambda: self.rbac.create_namespaced_role_binding(ns, obj),
+            "Job": lambda: self.batch.create_namespaced_job(ns, obj, **t),
+            "ServiceAccount": lambda: self.core.create_namespaced_service_account(ns, obj, **t),
+            "Secret": lambda: self.core.create_namespaced_secret(ns, obj, **t),
+            "Role": lambda: self.rbac.create_namespaced_role(ns, obj, **t),
+            "RoleBinding": lambda: self.rbac.create_namespaced_role_binding(ns, obj, **t),
         }
         try:
-            creators[kind]()
+            return _json(creators[kind]())
         except ApiException as err:
             if err.status == 409:
-                return False
+                return None
             raise
-        return True
+
+    def create_if_missing(self, obj: dict[str, Any]) -> bool:
+        """Create `obj`; True if created, False if it already existed (409)."""
+        return self.create(obj) is not None
 
     def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return _unless_missing(lambda: _json(self.core.read_namespaced_secret(name, namespace, _preload_content=False)))
+        return _unless_missing(
+            lambda: _json(
+                self.core.read_namespaced_secret(
+                    name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                )
+            )
+        )
 
     def _priority_value(self, class_name: str) -> int | None:
         """A PriorityClass's value, or None when it does not exist (absence is not cached:
         the class may be created later)."""
         if class_name not in self._priorities:
-            found = _unless_missing(lambda: self.scheduling.read_priority_class(class_name))
+            found = _unless_missing(
+                lambda: self.scheduling.read_priority_class(class_name, _request_timeout=REQUEST_TIMEOUT)
+            )
             if found is None:
                 return None
             self._priorities[class_name] = int(found.value or 0)
@@ -151,6 +219,30 @@ class Kube:
 
     def priority_class_exists(self, class_name: str) -> bool:
         return self._priority_value(class_name) is not None
+
+    # ------------------------------------------------------------------ Kueue and peering
+
+    def local_queue_exists(self, namespace: str, name: str) -> bool:
+        """Whether Kueue has this LocalQueue (404 also when Kueue is not installed at all)."""
+        found = _unless_missing(
+            lambda: self.custom.get_namespaced_custom_object(
+                "kueue.x-k8s.io", "v1beta1", namespace, "localqueues", name, _request_timeout=REQUEST_TIMEOUT
+            )
+        )
+        return found is not None
+
+    def get_peering(self, name: str, namespace: str | None) -> dict[str, Any] | None:
+        """kopf's peering object (ClusterKopfPeering, or KopfPeering in `namespace`)."""
+        if namespace is None:
+            call: Callable[[], Any] = lambda: self.custom.get_cluster_custom_object(  # noqa: E731
+                "kopf.dev", "v1", "clusterkopfpeerings", name, _request_timeout=REQUEST_TIMEOUT
+            )
+        else:
+            call = lambda: self.custom.get_namespaced_custom_object(  # noqa: E731
+                "kopf.dev", "v1", namespace, "kopfpeerings", name, _request_timeout=REQUEST_TIMEOUT
+            )
+        found = _unless_missing(call)
+        return dict(found) if found is not None else None
 
     # ------------------------------------------------------------------ events
 
@@ -180,11 +272,14 @@ class Kube:
             "count": 1,
         }
         try:
-            self.core.create_namespaced_event(meta["namespace"], event)
-        except ApiException as err:
+            self.core.create_namespaced_event(meta["namespace"], event, _request_timeout=REQUEST_TIMEOUT)
+        except (ApiException, urllib3.exceptions.HTTPError) as err:
             # An Event is a courtesy; losing one must never fail a reconcile.
-            log.warning("could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], err.reason)
+            why = err.reason if isinstance(err, ApiException) else str(err)
+            log.warning("could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], why)
 
     def delete_secret(self, namespace: str, name: str) -> None:
         """Delete a Secret the operator made (a job's grant); gone already is fine."""
-        _unless_missing(lambda: self.core.delete_namespaced_secret(name, namespace))
+        _unless_missing(
+            lambda: self.core.delete_namespaced_secret(name, namespace, _request_timeout=REQUEST_TIMEOUT)
+        )

@@ -16,6 +16,9 @@ from videogen_operator import policy
 from videogen_operator.settings import OperatorSettings
 
 RUNNER_CONTAINER = "runner"
+# The runner ServiceAccount, Role and RoleBinding: one set per namespace, shared by its
+# jobs (per-job sets would leave three objects behind for every job ever run).
+RUNNER_RBAC_NAME = "videogen-runner"
 HF_SUBDIR = "hf"
 MAX_NAME = 63
 OWNER_ANNOTATION = f"{api.GROUP}/owner"
@@ -66,7 +69,7 @@ def child_metadata(ref: JobRef, digest: str) -> dict[str, Any]:
 
 
 def runner_service_account_name(ref: JobRef, settings: OperatorSettings) -> str:
-    return settings.runner_service_account or child_name(ref, "runner")
+    return settings.runner_service_account or RUNNER_RBAC_NAME
 
 
 def labels(ref: JobRef, digest: str) -> dict[str, str]:
@@ -250,44 +253,54 @@ def build_job(
     }
 
 
-def build_runner_service_account(ref: JobRef, digest: str) -> dict[str, Any]:
+def _shared_metadata(namespace: str) -> dict[str, Any]:
+    return {
+        "name": RUNNER_RBAC_NAME,
+        "namespace": namespace,
+        "labels": {api.LABEL_MANAGED_BY: api.MANAGED_BY, api.LABEL_COMPONENT: "runner"},
+    }
+
+
+def build_runner_service_account(namespace: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
-        "metadata": _metadata(ref, child_name(ref, "runner"), digest),
+        "metadata": _shared_metadata(namespace),
         "automountServiceAccountToken": True,
     }
 
 
-def build_runner_role(ref: JobRef, digest: str) -> dict[str, Any]:
-    """The runner may read and patch the status of its own VideoGenJob, nothing else."""
+def build_runner_role(namespace: str) -> dict[str, Any]:
+    """Runners may read and patch VideoGenJob status in their namespace, nothing else.
+
+    Shared by the namespace's runners: a runner could write another job's status in
+    the same namespace, which the tenant can do anyway; the operator treats status as
+    untrusted input and verifies every result before accepting it."""
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
-        "metadata": _metadata(ref, child_name(ref, "runner"), digest),
+        "metadata": _shared_metadata(namespace),
         "rules": [
             {
                 "apiGroups": [api.GROUP],
                 "resources": [f"{api.PLURAL}/status"],
-                "resourceNames": [ref.name],
                 "verbs": ["get", "patch"],
             }
         ],
     }
 
 
-def build_runner_role_binding(ref: JobRef, digest: str, settings: OperatorSettings) -> dict[str, Any]:
-    name = child_name(ref, "runner")
+def build_runner_role_binding(namespace: str, settings: OperatorSettings) -> dict[str, Any]:
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
-        "metadata": _metadata(ref, name, digest),
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "metadata": _shared_metadata(namespace),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": RUNNER_RBAC_NAME},
         "subjects": [
             {
                 "kind": "ServiceAccount",
-                "name": runner_service_account_name(ref, settings),
-                "namespace": ref.namespace,
+                "name": settings.runner_service_account or RUNNER_RBAC_NAME,
+                "namespace": namespace,
             }
         ],
     }

@@ -74,6 +74,14 @@ class JobView:
     result: api.RunnerResult | None = None
     result_error: str | None = None
     pods: list[str] = field(default_factory=list)
+    # The current (not yet finished) pod's creation: the startup deadline counts from here.
+    current_created_at: datetime | None = None
+    # The latest moment any pod was created or finished: a replacement is due after it.
+    last_pod_activity: datetime | None = None
+    # The most recent disruption (eviction, preemption, node shutdown): never the runner's fault.
+    disruption: Failure | None = None
+    # Whether the most recent pod that ended was lost to a disruption (not the runner's failure).
+    lost_to_disruption: bool = False
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -154,6 +162,39 @@ def _parse_result(pod: dict[str, Any]) -> tuple[api.RunnerResult | None, str | N
     return None, f"the runner succeeded but its result could not be read: {message[:200]!r}"
 
 
+# Pod status reasons that mean the node or the cluster took the pod away.
+DISRUPTION_REASONS = frozenset({"Evicted", "Preempting", "Preempted", "NodeShutdown", "Shutdown", "Terminated"})
+
+
+def disrupted(pod: dict[str, Any]) -> bool:
+    """Lost to a disruption (drain, eviction, preemption, node shutdown), not failed by the runner.
+
+    The Job's podFailurePolicy ignores the same pods (DisruptionTarget), so they are
+    not attempts: retries are for the runner's own failures."""
+    if _condition(pod, "DisruptionTarget") is not None:
+        return True
+    return str((pod.get("status") or {}).get("reason") or "") in DISRUPTION_REASONS
+
+
+def _pod_times(pod: dict[str, Any]) -> list[datetime]:
+    times = [parse_time((pod.get("metadata") or {}).get("creationTimestamp"))]
+    terminated = (_runner_status(pod).get("state") or {}).get("terminated") or {}
+    times.append(parse_time(terminated.get("finishedAt")))
+    times.append(parse_time((pod.get("metadata") or {}).get("deletionTimestamp")))
+    return [t for t in times if t is not None]
+
+
+def result_from_status(status: dict[str, Any]) -> api.RunnerResult | None:
+    """The result the runner recorded on the VideoGenJob, if it parses (it is verified later)."""
+    raw = status.get("runnerResult")
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return api.RunnerResult.model_validate(raw)
+    except ValidationError:
+        return None
+
+
 def view_job(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> JobView:
     if job is None:
         return JobView(exists=False)
@@ -171,18 +212,31 @@ def view_job(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> JobView:
     # Job's counters can briefly count one pod twice (active and succeeded), so
     # they only fill in when pods are already gone.
     counted = int(status.get("failed") or 0) + (1 if (status.get("active") or status.get("succeeded")) else 0)
-    view.attempts = max(counted, len(ordered))
+    view.attempts = max(counted, len([p for p in ordered if not disrupted(p)]))
+    activity = [t for p in ordered for t in _pod_times(p)]
+    view.last_pod_activity = max(activity) if activity else None
 
     for pod in ordered:
         state = _runner_status(pod).get("state") or {}
-        if "terminated" in state and state["terminated"].get("exitCode", 0) != 0:
+        if disrupted(pod):
+            pod_status = pod.get("status") or {}
+            cond = _condition(pod, "DisruptionTarget") or {}
+            view.disruption = Failure(
+                reason=str(cond.get("reason") or pod_status.get("reason") or "Disrupted"),
+                message=str(cond.get("message") or pod_status.get("message") or "the runner pod was disrupted"),
+                location="pod",
+            )
+            view.lost_to_disruption = True
+        elif "terminated" in state and state["terminated"].get("exitCode", 0) != 0:
             view.last_failure = runner_failure(state["terminated"])
+            view.lost_to_disruption = False
         elif (pod.get("status") or {}).get("phase") == "Failed" and "terminated" not in state:
             view.last_failure = Failure(
                 reason=str((pod.get("status") or {}).get("reason") or api.Reason.POD_FAILED),
                 message=(pod.get("status") or {}).get("message") or "the runner pod failed",
                 location="pod",
             )
+            view.lost_to_disruption = False
     done = [p for p in ordered if (p.get("status") or {}).get("phase") == "Succeeded"]
     if done:
         view.finished_pod = done[-1]["metadata"]["name"]
@@ -191,6 +245,7 @@ def view_job(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> JobView:
     if active:
         pod = active[-1]
         view.current_pod = pod["metadata"]["name"]
+        view.current_created_at = parse_time((pod.get("metadata") or {}).get("creationTimestamp"))
         running = (_runner_status(pod).get("state") or {}).get("running")
         if running is not None:
             view.running_pod = view.current_pod

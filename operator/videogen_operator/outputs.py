@@ -6,6 +6,7 @@ derived from the spec through `policy`, never from status.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -95,9 +96,12 @@ class Outputs:
 
     # ------------------------------------------------------------------ deletion
 
-    def cleanup(self, body: dict[str, Any], ref: JobRef, spec: api.VideoGenJobSpec) -> list[str]:
+    def cleanup(
+        self, body: dict[str, Any], ref: JobRef, spec: api.VideoGenJobSpec, others: Iterable[dict[str, Any]]
+    ) -> list[str]:
         """deletePolicy: Delete — the objects at the spec's location that this job wrote, unless
-        another job still shows them (status may keep an object, never delete one)."""
+        another job (`others`: the operator's view of VideoGenJobs) still shows them (status may
+        keep an object, never delete one)."""
         if self.store is None:
             return []
         digest = api.spec_hash(spec)
@@ -105,7 +109,7 @@ class Outputs:
             where = policy.output_location(ref.namespace, ref.name, spec, self.settings, digest)
         except ValueError:
             return []  # a spec outside the policy never wrote anything
-        for other in self.kube.list_vgjs(self.settings.namespaces):
+        for other in others:
             if other["metadata"].get("uid") == ref.uid or other["metadata"].get("deletionTimestamp"):
                 continue
             if ((other.get("status") or {}).get("output") or {}).get("uri") == where.uri:

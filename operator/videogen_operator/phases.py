@@ -41,6 +41,10 @@ WARNING_REASONS = frozenset(
         api.Reason.POD_FAILED,
         api.Reason.JOB_MISSING,
         api.Reason.RETRYING,
+        api.Reason.CREATE_FAILED,
+        api.Reason.POD_CREATE_FAILED,
+        api.Reason.LOCAL_QUEUE_MISSING,
+        api.Reason.RECONCILE_ERROR,
         *api.EXIT_CODE_REASONS.values(),
     }
 )

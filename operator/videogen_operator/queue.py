@@ -3,6 +3,12 @@
 Order is priority (higher first), then creation time, then namespace/name so
 two operators (or one restarted) always agree. Kueue-managed jobs never enter
 this queue: Kueue is their queue.
+
+Caps count GPUs, not Jobs: a 4-GPU job uses four slots. Only the first few
+waiting jobs get an exact position written to their status (each admission
+moves every position by one, so exact positions for all N waiting jobs would
+cost N status writes per admission); the rest show a fixed "further back"
+message that never needs rewriting.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ class Waiting:
     name: str
     priority: int
     created: datetime
+    gpus: int = 1
 
     @property
     def key(self) -> tuple[str, str]:
@@ -35,13 +42,22 @@ def order(waiting: list[Waiting]) -> list[Waiting]:
     return sorted(waiting, key=lambda w: (-w.priority, w.created, w.namespace, w.name))
 
 
+def namespace_cap(max_running: int, max_per_namespace: int, share_percent: int) -> int:
+    """GPUs one namespace may hold: the explicit cap, else its share of the global cap (at least 1)."""
+    if max_per_namespace:
+        return max_per_namespace
+    if max_running and share_percent:
+        return max(1, -(-max_running * share_percent // 100))
+    return 0
+
+
 def plan_admission(
     waiting: list[Waiting],
     running: Counter[str],
     max_running: int,
     max_per_namespace: int,
 ) -> Plan:
-    """Admit in queue order while both caps allow; 0 means no cap.
+    """Admit in queue order while both caps (in GPUs) allow; 0 means no cap.
 
     A job blocked only by its namespace's cap does not block jobs of other
     namespaces behind it (no head-of-line blocking across tenants)."""
@@ -50,23 +66,35 @@ def plan_admission(
     admit: list[tuple[str, str]] = []
     left: list[Waiting] = []
     for item in order(waiting):
-        global_ok = max_running == 0 or total < max_running
-        ns_ok = max_per_namespace == 0 or per_ns[item.namespace] < max_per_namespace
+        global_ok = max_running == 0 or total + item.gpus <= max_running
+        ns_ok = max_per_namespace == 0 or per_ns[item.namespace] + item.gpus <= max_per_namespace
         if global_ok and ns_ok:
             admit.append(item.key)
-            total += 1
-            per_ns[item.namespace] += 1
+            total += item.gpus
+            per_ns[item.namespace] += item.gpus
         else:
             left.append(item)
     positions = {item.key: i + 1 for i, item in enumerate(left)}
     return Plan(admit=admit, positions=positions, waiting_total=len(left))
 
 
-def queue_message(position: int, total: int, max_running: int, max_per_namespace: int) -> str:
+def _caps(max_running: int, max_per_namespace: int) -> str:
     caps = []
     if max_running:
         caps.append(f"{max_running} running cluster-wide")
     if max_per_namespace:
         caps.append(f"{max_per_namespace} per namespace")
-    limit = " and ".join(caps) or "no cap"
-    return f"waiting for a GPU slot: position {position} of {total} in the queue (cap: {limit})"
+    return (" and ".join(caps) + ", counted in GPUs") if caps else "no cap"
+
+
+def queue_message(position: int, max_running: int, max_per_namespace: int) -> str:
+    """The message of one of the first waiting jobs (its exact position is in status.queuePosition)."""
+    return f"waiting for a GPU slot: position {position} in the queue (cap: {_caps(max_running, max_per_namespace)})"
+
+
+def further_back_message(exact: int, max_running: int, max_per_namespace: int) -> str:
+    """The message of every job behind the first `exact` ones: fixed, so it is written once."""
+    return (
+        f"waiting for a GPU slot: behind the first {exact} jobs in the queue "
+        f"(cap: {_caps(max_running, max_per_namespace)})"
+    )

@@ -1,9 +1,16 @@
 """Level-triggered reconciliation of one VideoGenJob, and the admission pass.
 
-Every call starts from what the API server says now (never from memory), so
-an operator killed at any point and restarted converges to the same answer:
-the Job's name is deterministic, creating it twice is a 409, and the phase
-machine refuses to leave a terminal phase.
+Every call starts from the watch-fed views (views.py), never from a LIST, so a
+reconcile costs no read request and at most the writes it needs. An operator
+killed at any point and restarted converges to the same answer: the Job's name
+is deterministic, creating it twice is a 409, status writes are conditional on
+the resourceVersion they were computed from (a stale copy never overwrites a
+newer phase), and the phase machine refuses to leave a terminal phase.
+
+Errors stay with their job: a child object the API server refuses ends that job
+`Failed/CreateFailed` with the API's message; throttling, server errors and
+timeouts propagate to the dispatcher, which retries that key with backoff while
+the admission pass moves on to the next job.
 
 Locking: one lock per VideoGenJob serialises its reconciles; the admission
 pass takes the admission lock first and per-job locks inside it, and a
@@ -12,6 +19,7 @@ reconcile never takes the admission lock, so the two cannot deadlock.
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -21,11 +29,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
+
 from videogen_api import v1alpha1 as api
 from videogen_operator import manifests
-from videogen_operator.kube import Kube
+from videogen_operator.kube import Kube, api_message, is_refusal
 from videogen_operator.manifests import JobRef
-from videogen_operator.observe import Failure, JobView, job_failure, parse_time, view_job
+from videogen_operator.observe import (
+    Failure,
+    JobView,
+    job_failure,
+    parse_time,
+    result_from_status,
+    view_job,
+)
 from videogen_operator.outputs import Outputs, VerificationError
 from videogen_operator.phases import (
     Transition,
@@ -37,10 +54,18 @@ from videogen_operator.phases import (
     suspended_since,
     transition,
 )
-from videogen_operator.queue import Waiting, plan_admission, queue_message
+from videogen_operator.priorities import check_priority_class
+from videogen_operator.queue import (
+    Waiting,
+    further_back_message,
+    namespace_cap,
+    plan_admission,
+    queue_message,
+)
 from videogen_operator.results import ObjectStore
 from videogen_operator.settings import OperatorSettings
 from videogen_operator.validation import SpecError, parse_spec, validate_spec
+from videogen_operator.views import Views, slim_job, vgj_owner_uid
 
 log = logging.getLogger(__name__)
 Phase = api.Phase
@@ -66,6 +91,9 @@ class _Pass:
     now: datetime
     status: dict[str, Any]
     outcome: Outcome
+    # The Pending transition of a job seen for the first time, not yet written: it goes
+    # out with the next write of the same pass (one write instead of two).
+    deferred: Transition | None = None
 
     @property
     def spec(self) -> api.VideoGenJobSpec:
@@ -80,6 +108,55 @@ class _Pass:
 
 def _kueue_message(spec: api.VideoGenJobSpec) -> str:
     return f"waiting for Kueue to admit the Job in LocalQueue {spec.queue_name!r}"
+
+
+class _RefusedError(Exception):
+    """The API server refused one of the job's child objects: retrying will not help."""
+
+    def __init__(self, kind: str, name: str, message: str) -> None:
+        super().__init__(f"the API server refused the runner's {kind} {name}: {message}")
+
+
+# Reasons of a Queued job whose state moves with time (deadlines, grace periods,
+# an absent LocalQueue that may appear): the periodic sweep reconciles these.
+_TIMED_QUEUED_REASONS = frozenset(
+    {
+        Reason.POD_STARTING,
+        Reason.SUSPENDED,
+        Reason.UNSCHEDULABLE,
+        Reason.IMAGE_PULL_BACK_OFF,
+        Reason.POD_CREATE_FAILED,
+        Reason.LOCAL_QUEUE_MISSING,
+        Reason.RECONCILE_ERROR,
+        "ErrImagePull",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "CrashLoopBackOff",
+        "InvalidImageName",
+    }
+)
+
+
+def needs_timer(vgj: dict[str, Any]) -> bool:
+    """Whether the periodic sweep must reconcile this job (time alone can change its state)."""
+    status = vgj.get("status") or {}
+    phase, reason = status.get("phase"), status.get("reason")
+    if phase in {p.value for p in api.TERMINAL_PHASES}:
+        return False
+    if not phase or phase == Phase.PENDING:
+        return True
+    if phase == Phase.QUEUED:
+        return reason in _TIMED_QUEUED_REASONS or reason not in (Reason.QUEUED, Reason.WAITING_FOR_ADMISSION)
+    return reason in (Reason.RETRYING, Reason.RECONCILE_ERROR)
+
+
+def _own_copy(body: dict[str, Any]) -> dict[str, Any]:
+    """A private copy of a view's object: a pass updates its metadata and status as it writes."""
+    return {
+        "metadata": dict(body.get("metadata") or {}),
+        "spec": body.get("spec") or {},
+        "status": copy.deepcopy(body.get("status") or {}),
+    }
 
 
 def ref_of(body: dict[str, Any]) -> JobRef:
@@ -105,12 +182,16 @@ class Reconciler:
         settings: OperatorSettings,
         store: ObjectStore | None = None,
         clock: Callable[[], datetime] = now_utc,
+        views: Views | None = None,
     ) -> None:
         self.kube = kube
         self.settings = settings
         self.store = store
         self.outputs = Outputs(kube, settings, store)
         self.clock = clock
+        self.views = views if views is not None else Views({}, {}, {})
+        # Namespaces where the shared runner ServiceAccount/Role/RoleBinding exist (made once per namespace).
+        self._rbac_ready: set[str] = set()
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._admission_lock = threading.Lock()
@@ -124,14 +205,15 @@ class Reconciler:
 
     def reconcile(self, namespace: str, name: str) -> Outcome:
         with self._lock((namespace, name)):
-            body = self.kube.get_vgj(namespace, name)
+            body = self.views.vgj(namespace, name)
             if body is None or body["metadata"].get("deletionTimestamp"):
                 self._forget((namespace, name))
                 return Outcome(needs_admission=True)
-            return self._reconcile(body)
+            return self._reconcile(_own_copy(body))
 
     def _forget(self, key: tuple[str, str]) -> None:
         self._last_write.pop(key, None)
+        self.views.forget_vgj(*key)
         with self._locks_guard:
             lock = self._locks.get(key)
             if lock is not None and not lock.locked():
@@ -147,6 +229,7 @@ class Reconciler:
         try:
             spec = parse_spec(body.get("spec"))
             digest = api.spec_hash(spec)
+            check_priority_class(ref.namespace, spec, self.settings)
             validate_spec(ref, spec, self.settings, digest, self.kube.priority_class_exists)
         except SpecError as err:
             p = _Pass(body, ref, None, "", now, status, outcome)
@@ -156,21 +239,23 @@ class Reconciler:
         p = _Pass(body, ref, spec, digest, now, status, outcome)
 
         if not status.get("phase"):
-            self._move(
-                p,
+            p.status, p.deferred = transition(
                 dict(status, specHash=digest, attempts=0),
                 Phase.PENDING,
                 Reason.CREATED,
                 "accepted; waiting for admission",
+                now,
+                p.generation,
             )
 
-        job = self.kube.get_job(ref.namespace, manifests.child_name(ref))
-        pods = self.kube.list_job_pods(ref.namespace, ref.uid) if job else []
-        view = view_job(job, pods)
+        job = self.views.job_of(ref.uid, manifests.child_name(ref))
+        view = view_job(job, self.views.pods_of(job))
         if view.exists:
             self._with_job(p, view, job or {})
         else:
             self._without_job(p)
+        if p.deferred is not None:
+            self._flush(p)
         return outcome
 
     def _move(
@@ -178,16 +263,39 @@ class Reconciler:
     ) -> None:
         """Transition `base` to (phase, reason, message) and write it if anything changed."""
         new, t = transition(base, phase, reason, message, p.now, p.generation)
-        p.status = self._write(p.body, p.status, new, t, p.outcome, force=force)
+        if p.deferred is not None:
+            # First sight of the job: one write carries Pending and what follows it.
+            t, force, p.deferred = t or p.deferred, True, None
+        p.status = self._write(p.body, p.body.get("status") or {}, new, t, p.outcome, force=force)
         if t is not None and phase in api.TERMINAL_PHASES and p.status is new and new.get("jobName"):
             # The runner is done: its presigned URLs go with it.
             self.outputs.release(p.ref, p.parsed, p.digest)
+
+    def _flush(self, p: _Pass) -> None:
+        """Write the Pending status of a new job that nothing else moved in this pass."""
+        t, p.deferred = p.deferred, None
+        p.status = self._write(p.body, p.body.get("status") or {}, p.status, t, p.outcome, force=True)
 
     # ------------------------------------------------------------------ before the Job exists
 
     def _without_job(self, p: _Pass) -> None:
         status, spec = p.status, p.spec
         if status.get("jobName"):
+            recorded = result_from_status(status)
+            if recorded is None:
+                # The view may lag behind a Job made a moment ago: ask the API server once
+                # before calling it lost (rare: a Job normally outlives its VideoGenJob's run).
+                live = self.kube.get_job(p.ref.namespace, str(status["jobName"]))
+                if live is not None and vgj_owner_uid(live) == p.ref.uid:
+                    self.views.remember_job(p.ref.uid, live)
+                    job = slim_job(live)
+                    self._with_job(p, view_job(job, self.views.pods_of(job)), job)
+                    return
+            else:
+                # The Job was collected after the runner recorded its result on the
+                # VideoGenJob: the run is over; _succeeded decides whether to accept it.
+                self._succeeded(p, dict(status), JobView(exists=False, complete=True, result=recorded))
+                return
             # We created a Job before and it is gone while the job was not done:
             # re-creating it could run the generation twice, so fail loudly instead.
             message = f"runner Job {status['jobName']} disappeared before the job finished"
@@ -217,14 +325,36 @@ class Reconciler:
             p.status = self._write(p.body, status, resumed, None, p.outcome, force=True)
 
         if spec.queue_name:
-            self._start(p.ref, spec, p.digest, suspended=True)
-            self._mark_job_created(p)
-            self._move(p, p.status, Phase.QUEUED, Reason.WAITING_FOR_ADMISSION, _kueue_message(spec))
+            if not self._try_start(p, suspended=True):
+                return
+            base = dict(p.status, jobName=manifests.child_name(p.ref))
+            base.pop("queuePosition", None)
+            reason, message = self._kueue_state(p)
+            self._move(p, base, Phase.QUEUED, reason, message, force=True)
             return
 
         if p.status.get("phase") == Phase.PENDING:
-            self._move(p, p.status, Phase.QUEUED, Reason.QUEUED, "waiting for a GPU slot")
+            message = f"waiting for a GPU slot (cap: {self._caps_text()})"
+            self._move(p, p.status, Phase.QUEUED, Reason.QUEUED, message)
         p.outcome.needs_admission = True
+
+    def _caps_text(self) -> str:
+        per_ns = namespace_cap(
+            self.settings.max_running, self.settings.max_running_per_namespace, self.settings.namespace_share_percent
+        )
+        return further_back_message(0, self.settings.max_running, per_ns).rpartition("(cap: ")[2].rstrip(")")
+
+    def _kueue_state(self, p: _Pass) -> tuple[str, str]:
+        """WaitingForAdmission, or LocalQueueMissing when Kueue has no such queue (nothing would ever admit it)."""
+        spec = p.spec
+        assert spec.queue_name
+        if self.kube.local_queue_exists(p.ref.namespace, spec.queue_name):
+            return Reason.WAITING_FOR_ADMISSION, _kueue_message(spec)
+        return (
+            Reason.LOCAL_QUEUE_MISSING,
+            f"spec.queueName: Kueue LocalQueue {spec.queue_name!r} does not exist in namespace "
+            f"{p.ref.namespace!r} (or Kueue is not installed); the Job waits suspended until it does",
+        )
 
     def _cache_hit(self, ref: JobRef, spec: api.VideoGenJobSpec, digest: str) -> dict[str, Any] | None:
         # Only results the operator verified itself, within the cache's scope (never other jobs' status).
@@ -257,20 +387,45 @@ class Reconciler:
 
     # ------------------------------------------------------------------ creating the Job
 
+    def _try_start(self, p: _Pass, *, suspended: bool) -> bool:
+        """_start, with a refusal ending this job (and only this job) Failed/CreateFailed."""
+        try:
+            self._start(p.ref, p.spec, p.digest, suspended=suspended)
+        except _RefusedError as err:
+            message = str(err)
+            failure = Failure(Reason.CREATE_FAILED, message, "operator").to_status(p.now)
+            base = dict(p.status, lastFailure=failure)
+            base.pop("queuePosition", None)
+            self._move(p, base, Phase.FAILED, Reason.CREATE_FAILED, message)
+            return False
+        return True
+
+    def _create(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        try:
+            return self.kube.create(obj)
+        except ApiException as err:
+            if is_refusal(err):
+                raise _RefusedError(obj["kind"], obj["metadata"]["name"], api_message(err)) from err
+            raise
+
+    def _ensure_runner_rbac(self, namespace: str) -> None:
+        """The runner ServiceAccount, Role and RoleBinding: one set per namespace, made once."""
+        if namespace in self._rbac_ready:
+            return
+        if not self.settings.runner_service_account:
+            self._create(manifests.build_runner_service_account(namespace))
+        self._create(manifests.build_runner_role(namespace))
+        self._create(manifests.build_runner_role_binding(namespace, self.settings))
+        self._rbac_ready.add(namespace)
+
     def _start(self, ref: JobRef, spec: api.VideoGenJobSpec, digest: str, *, suspended: bool) -> None:
         """Create (if missing) everything the runner pod needs, the Job last."""
-        if not self.settings.runner_service_account:
-            self.kube.create_if_missing(manifests.build_runner_service_account(ref, digest))
-        self.kube.create_if_missing(manifests.build_runner_role(ref, digest))
-        self.kube.create_if_missing(manifests.build_runner_role_binding(ref, digest, self.settings))
+        self._ensure_runner_rbac(ref.namespace)
+        # The runner's only credentials: presigned URLs for this job's own objects.
         self.outputs.ensure_grant(ref, spec, digest, self.clock())
-        self.kube.create_if_missing(manifests.build_job(ref, spec, self.settings, digest, suspend=suspended))
-
-    def _mark_job_created(self, p: _Pass) -> None:
-        """Record the Job's name at once: from now on a missing Job means it was lost, not never made."""
-        new = dict(p.status, jobName=manifests.child_name(p.ref))
-        new.pop("queuePosition", None)
-        p.status = self._write(p.body, p.status, new, None, p.outcome, force=True)
+        created = self._create(manifests.build_job(ref, spec, self.settings, digest, suspend=suspended))
+        if created is not None:
+            self.views.remember_job(ref.uid, created)
 
     # ------------------------------------------------------------------ while the Job exists
 
@@ -283,6 +438,11 @@ class Reconciler:
             base["lastFailure"] = view.last_failure.to_status(p.now)
 
         if view.complete:
+            if view.result is None:
+                recorded = result_from_status(status)
+                if recorded is not None:
+                    # The succeeded pod is gone (or its message unreadable): the runner's own record.
+                    view.result, view.result_error = recorded, None
             self._succeeded(p, base, view)
             return
         if view.failed:
@@ -319,19 +479,52 @@ class Reconciler:
             # The runner exited 0 and the Job controller marks the Job Complete a
             # moment later: never fall back to Queued in between.
             self._move(p, base, Phase.RUNNING, Reason.RUNNING, "the runner finished; recording the result")
-        elif status.get("startTime") and view.last_failure is not None:
-            failure = view.last_failure
-            message = f"attempt {view.attempts - 1} failed ({failure.reason}: {failure.message}); retrying"
-            self._move(p, base, Phase.RUNNING, Reason.RETRYING, message)
+        elif status.get("startTime"):
+            self._between_attempts(p, base, view, job)
         else:
             self._starting(p, base, view, job)
+
+    def _pod_create_failure(self, p: _Pass, view: JobView, job: dict[str, Any]) -> Failure | None:
+        """The Job controller's latest FailedCreate (quota, webhook, policy) while no pod exists."""
+        if view.current_pod and view.current_created_at is not None:
+            return None
+        events = self.views.failed_creates(p.ref.namespace, str(job.get("metadata", {}).get("name") or ""))
+        if not events:
+            return None
+        latest = max(events, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
+        return Failure(Reason.POD_CREATE_FAILED, str(latest.get("message") or "FailedCreate"), "job")
+
+    def _between_attempts(self, p: _Pass, base: dict[str, Any], view: JobView, job: dict[str, Any]) -> None:
+        """A job that has run and has no running pod: a retry or a disruption's replacement is on its way.
+
+        It stays Running (it has run; going back to Queued would be a lie), and no startup
+        deadline applies: a replacement after a drain may wait for a GPU for as long as
+        the job's own timeoutSeconds allows (the Job's activeDeadlineSeconds enforces it)."""
+        waiting = self._pod_create_failure(p, view, job) or view.waiting
+        if view.disruption is not None and (view.last_failure is None or view.lost_to_disruption):
+            d = view.disruption
+            message = f"the runner pod was disrupted ({d.reason}: {d.message}); waiting for its replacement"
+        elif view.last_failure is not None:
+            failure = view.last_failure
+            message = f"attempt {view.attempts - 1} failed ({failure.reason}: {failure.message}); retrying"
+        else:
+            message = "waiting for the runner pod's replacement"
+        if waiting is not None:
+            message += f"; {waiting.reason}: {waiting.message}"
+        elif view.current_pod:
+            message += f"; pod {view.current_pod} is starting"
+        self._move(p, base, Phase.RUNNING, Reason.RETRYING, message)
 
     def _starting(self, p: _Pass, base: dict[str, Any], view: JobView, job: dict[str, Any]) -> None:
         """The pod has not run yet: say why, and fail it once the startup deadline passes."""
         limit = p.spec.startup_timeout_seconds
-        started = view.started_at or view.created_at or p.now
+        # Counted from the current pod's creation (a pod that waits for a GPU after an
+        # earlier pod failed gets its own full allowance), else from the last pod activity.
+        times = [t for t in (view.last_pod_activity, view.created_at) if t is not None]
+        started = view.current_created_at or (max(times) if times else p.now)
+        create_failure = self._pod_create_failure(p, view, job)
         if (p.now - started).total_seconds() >= limit:
-            why = view.waiting or view.last_failure
+            why = create_failure or view.waiting or view.last_failure
             message = f"the runner pod did not start within startupTimeoutSeconds ({limit}s)"
             if why:
                 message += f": {why.reason}: {why.message}"
@@ -341,10 +534,11 @@ class Reconciler:
             ).to_status(p.now)
             self._move(p, base, Phase.FAILED, Reason.STARTUP_TIMEOUT, message)
             return
-        if view.waiting:
-            base["lastFailure"] = view.waiting.to_status(p.now)
-            reason: str = view.waiting.reason
-            message = f"{reason}: {view.waiting.message}"
+        waiting = create_failure or view.waiting
+        if waiting:
+            base["lastFailure"] = waiting.to_status(p.now)
+            reason: str = waiting.reason
+            message = f"{reason}: {waiting.message}"
         elif _is_kueue_managed(job) and p.status.get("reason") == Reason.WAITING_FOR_ADMISSION:
             reason, message = Reason.POD_STARTING, "admitted by Kueue; the runner pod is starting"
         else:
@@ -406,8 +600,14 @@ class Reconciler:
         patch: dict[str, Any] = {k: v for k, v in new.items() if k != "progress" or v != old.get("progress")}
         for gone in set(old) - set(new):
             patch[gone] = None
-        if not self.kube.patch_vgj_status(meta["namespace"], meta["name"], patch):
+        # Conditional on the resourceVersion this pass read: a 409 (Conflict) aborts the
+        # pass, and the watch event of whatever changed the object reconciles it again.
+        written = self.kube.patch_vgj_status(meta["namespace"], meta["name"], patch, meta.get("resourceVersion"))
+        if written is None:
             return old
+        meta["resourceVersion"] = (written.get("metadata") or {}).get("resourceVersion")
+        body["status"] = dict(written.get("status") or new)
+        self.views.remember_vgj(written)
         self._last_write[key] = time.monotonic()
         if t is not None:
             outcome.transitions.append(t)
@@ -425,51 +625,87 @@ class Reconciler:
     # ================================================================== admission
 
     def admit(self) -> None:
-        """Start queued jobs in priority/creation order while the caps allow."""
+        """Start queued jobs in priority/creation order while the caps (in GPUs) allow.
+
+        Everything is read from the views: a pass costs the writes of the jobs it
+        admits and of the few exact queue positions that moved, nothing per waiting job.
+        A job whose start fails stays with that job; the jobs behind it still start."""
         with self._admission_lock:
-            vgjs = self.kube.list_vgjs(self.settings.namespaces)
-            jobs = self.kube.list_runner_jobs()
-            jobs_by_uid = {((j.get("metadata") or {}).get("labels") or {}).get(api.LABEL_JOB_UID): j for j in jobs}
-            running: Counter[str] = Counter(
-                j["metadata"]["namespace"]
-                for j in jobs
-                if not _job_finished(j)
-                and not (j.get("spec") or {}).get("suspend")
-                and not _is_kueue_managed(j)
-                and not (j.get("metadata") or {}).get("deletionTimestamp")
-            )
+            vgjs = self.views.vgjs()
+            by_uid = {v["metadata"].get("uid"): v for v in vgjs}
+            running: Counter[str] = Counter()
+            jobs_by_owner: dict[str, dict[str, Any]] = {}
+            for owner_uid, job in self.views.jobs():
+                owner = by_uid.get(owner_uid)
+                meta = job.get("metadata") or {}
+                # Only the Job the operator made for a live VideoGenJob counts: a tenant's
+                # look-alike Job (same labels, its own name or owner) changes nothing.
+                if owner is None or meta.get("namespace") != owner["metadata"]["namespace"]:
+                    continue
+                if meta.get("name") != manifests.child_name(ref_of(owner)):
+                    continue
+                jobs_by_owner[owner_uid] = job
+                if self._holds_gpus(job):
+                    running[meta["namespace"]] += int(job.get("gpus") or 1)
             waiting: list[Waiting] = []
-            by_key: dict[tuple[str, str], dict[str, Any]] = {}
             for vgj in vgjs:
                 status = vgj.get("status") or {}
                 spec = vgj.get("spec") or {}
-                if status.get("phase") not in (Phase.PENDING, Phase.QUEUED) or vgj["metadata"].get("deletionTimestamp"):
+                meta = vgj["metadata"]
+                if status.get("phase") not in (Phase.PENDING, Phase.QUEUED) or meta.get("deletionTimestamp"):
                     continue
                 if spec.get("suspend") or spec.get("queueName"):
                     continue
-                job = jobs_by_uid.get(vgj["metadata"]["uid"])
-                if job is not None and not (job.get("spec") or {}).get("suspend"):
+                own_job = jobs_by_owner.get(meta["uid"])
+                if own_job is not None and not (own_job.get("spec") or {}).get("suspend"):
                     continue
-                if job is None and status.get("jobName"):
+                if own_job is None and status.get("jobName"):
                     continue  # the Job vanished: reconcile reports it
-                meta = vgj["metadata"]
-                priority = self.kube.priority_of((spec.get("resources") or {}).get("priorityClassName"))
+                resources = spec.get("resources") or {}
+                priority = self.kube.priority_of(resources.get("priorityClassName"))
                 created = parse_time(meta.get("creationTimestamp")) or self.clock()
-                waiting.append(Waiting(meta["namespace"], meta["name"], priority, created))
-                by_key[(meta["namespace"], meta["name"])] = vgj
-            plan = plan_admission(waiting, running, self.settings.max_running, self.settings.max_running_per_namespace)
+                gpus = int(resources.get("gpus") or 1)
+                waiting.append(Waiting(meta["namespace"], meta["name"], priority, created, gpus))
+            per_ns = namespace_cap(
+                self.settings.max_running,
+                self.settings.max_running_per_namespace,
+                self.settings.namespace_share_percent,
+            )
+            plan = plan_admission(waiting, running, self.settings.max_running, per_ns)
             for key in plan.admit:
-                self._admit_one(key, by_key[key], jobs_by_uid.get(by_key[key]["metadata"]["uid"]))
+                try:
+                    self._admit_one(key, jobs_by_owner)
+                except Exception as err:
+                    log.warning("admitting %s/%s failed, retrying later: %s", key[0], key[1], err)
+            exact = self.settings.queue_positions_exact
             for key, position in plan.positions.items():
-                self._update_position(key, position, plan.waiting_total)
+                try:
+                    self._update_position(key, position, exact, per_ns)
+                except Exception as err:
+                    log.warning("queue position of %s/%s not written: %s", key[0], key[1], err)
 
-    def _admit_one(self, key: tuple[str, str], snapshot: dict[str, Any], job: dict[str, Any] | None) -> None:
+    def _holds_gpus(self, job: dict[str, Any]) -> bool:
+        meta = job.get("metadata") or {}
+        if _job_finished(job) or (job.get("spec") or {}).get("suspend") or meta.get("deletionTimestamp"):
+            return False
+        if _is_kueue_managed(job):
+            return False  # Kueue's quota, not ours
+        # A Job whose pod could not be created holds no GPU, so it must not hold a slot.
+        status = job.get("status") or {}
+        return bool(status.get("active")) or not self.views.failed_creates(
+            meta.get("namespace", ""), meta.get("name", "")
+        )
+
+    def _admit_one(self, key: tuple[str, str], jobs_by_owner: dict[str, dict[str, Any]]) -> None:
         with self._lock(key):
-            body = self.kube.get_vgj(*key)
-            if body is None or body["metadata"].get("uid") != snapshot["metadata"]["uid"]:
+            found = self.views.vgj(*key)
+            if found is None:
                 return
+            body = _own_copy(found)
             status = dict(body.get("status") or {})
             if is_terminal(status) or (body.get("spec") or {}).get("suspend"):
+                return
+            if status.get("phase") not in (Phase.PENDING, Phase.QUEUED):
                 return
             try:
                 spec = parse_spec(body.get("spec"))
@@ -477,31 +713,72 @@ class Reconciler:
                 return  # reconcile reports it
             digest = status.get("specHash") or api.spec_hash(spec)
             p = _Pass(body, ref_of(body), spec, digest, self.clock(), status, Outcome())
+            job = jobs_by_owner.get(p.ref.uid)
             if job is None:
-                self._start(p.ref, spec, digest, suspended=False)
-                self._mark_job_created(p)
-                base = dict(p.status)
+                if not self._try_start(p, suspended=False):
+                    return
+                # One write records the Job's name and the admission: a crash before it
+                # leaves a Job that the next reconcile finds by its deterministic name.
+                base = dict(p.status, jobName=manifests.child_name(p.ref))
             else:
                 self.kube.set_job_suspended(p.ref.namespace, manifests.child_name(p.ref), False)
                 base = set_suspended(p.status, False, "resumed", p.now, p.generation)
             base.pop("queuePosition", None)
-            self._move(p, base, Phase.QUEUED, Reason.POD_STARTING, "admitted; the runner pod is starting")
+            self._move(p, base, Phase.QUEUED, Reason.POD_STARTING, "admitted; the runner pod is starting", force=True)
 
-    def _update_position(self, key: tuple[str, str], position: int, total: int) -> None:
+    def _update_position(self, key: tuple[str, str], position: int, exact: int, per_ns: int) -> None:
+        """Exact positions for the first `exact` waiting jobs; behind them, one fixed message
+        (written only when a job leaves the exact range), so an admission costs O(exact) writes."""
+        found = self.views.vgj(*key)
+        if found is None:
+            return
+        current = found.get("status") or {}
+        has_position = current.get("queuePosition") is not None
+        if position > exact and not has_position:
+            return  # already shows "waiting" without a position: nothing to rewrite
+        if position <= exact and current.get("queuePosition") == position and current.get("reason") == Reason.QUEUED:
+            return
         with self._lock(key):
-            body = self.kube.get_vgj(*key)
-            if body is None:
+            found = self.views.vgj(*key)
+            if found is None:
                 return
+            body = _own_copy(found)
             status = dict(body.get("status") or {})
             if status.get("phase") not in (Phase.PENDING, Phase.QUEUED) or (body.get("spec") or {}).get("suspend"):
                 return
             p = _Pass(body, ref_of(body), None, "", self.clock(), status, Outcome())
-            base = dict(status, queuePosition=position)
+            if position <= exact:
+                base = dict(status, queuePosition=position)
+                message = queue_message(position, self.settings.max_running, per_ns)
+            else:
+                base = dict(status)
+                base.pop("queuePosition", None)
+                message = further_back_message(exact, self.settings.max_running, per_ns)
             if suspended_since(status) is not None:
                 base = set_suspended(base, False, "resumed; waiting for a GPU slot", p.now, p.generation)
-            message = queue_message(position, total, self.settings.max_running, self.settings.max_running_per_namespace)
             # A new position is news to the user even though the phase stays Queued.
-            self._move(p, base, Phase.QUEUED, Reason.QUEUED, message, force=status.get("queuePosition") != position)
+            self._move(p, base, Phase.QUEUED, Reason.QUEUED, message, force=True)
+
+    # ================================================================== errors
+
+    def record_error(self, namespace: str, name: str, error: BaseException) -> None:
+        """A reconcile that keeps failing: say so on the job (message and a Warning Event), keep its phase."""
+        found = self.views.vgj(namespace, name)
+        if found is None:
+            return
+        body = _own_copy(found)
+        status = dict(body.get("status") or {})
+        if is_terminal(status):
+            return
+        text = str(error) or type(error).__name__
+        message = f"the operator could not reconcile this job and retries: {text[:500]}"
+        if status.get("message") == message:
+            return
+        meta = body["metadata"]
+        written = self.kube.patch_vgj_status(namespace, name, {"message": message}, meta.get("resourceVersion"))
+        if written is not None:
+            self.views.remember_vgj(written)
+            self.kube.post_event(body, "Warning", Reason.RECONCILE_ERROR, message)
 
     # ================================================================== deletion
 
@@ -512,4 +789,4 @@ class Reconciler:
             spec = parse_spec(body.get("spec"))
         except SpecError:
             return []
-        return self.outputs.cleanup(body, ref_of(body), spec)
+        return self.outputs.cleanup(body, ref_of(body), spec, self.views.vgjs())

@@ -18,6 +18,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 ENV_PREFIX = "VIDEOGEN_"
+# Below this a finished Job can vanish before a restarted or busy operator reads it
+# (the runner also records its result on the VideoGenJob, but the Job is the witness).
+MIN_JOB_TTL_SECONDS = 300
 ENV_CONFIG_FILE = "VIDEOGEN_CONFIG_FILE"
 
 
@@ -37,8 +40,33 @@ class OperatorSettings(BaseModel):
 
     namespaces: list[str] = Field(default_factory=list, description="Namespaces to watch; empty means all.")
     operator_namespace: str = "videogen-system"
-    max_running: int = Field(8, ge=0, description="Cap on concurrently running jobs, cluster-wide; 0 = no cap.")
-    max_running_per_namespace: int = Field(0, ge=0, description="Cap per namespace; 0 = no cap.")
+    max_running: int = Field(
+        8, ge=0, description="Cap on GPUs held by running jobs, cluster-wide (a 2-GPU job counts 2); 0 = no cap."
+    )
+    max_running_per_namespace: int = Field(
+        0, ge=0, description="Cap on GPUs per namespace; 0 = namespaceSharePercent of maxRunning."
+    )
+    namespace_share_percent: int = Field(
+        50,
+        ge=0,
+        le=100,
+        description=(
+            "Without maxRunningPerNamespace, one namespace may hold at most this share of maxRunning "
+            "(rounded up, at least 1 GPU), so one tenant's burst never starves the others; 0 = no share limit."
+        ),
+    )
+    allowed_priority_classes: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description=(
+            "PriorityClasses each namespace may name in spec.resources.priorityClassName "
+            "(key: namespace, or '*' for every namespace). Empty: any class except the system-* ones."
+        ),
+    )
+    queue_positions_exact: int = Field(
+        3,
+        ge=0,
+        description="Exact queue positions are written for this many waiting jobs; the rest say 'behind the first N'.",
+    )
     runner_image: str = "ghcr.io/videogen/videogen-runner:0.1.0"
     runner_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     runner_command: list[str] = Field(default_factory=lambda: ["videogen-runner"])
@@ -114,7 +142,14 @@ class OperatorSettings(BaseModel):
         description="Cluster service and pod CIDRs the runner never fetches https images from (besides private ranges).",
     )
     model_cache: ModelCacheVolume = Field(default_factory=ModelCacheVolume)
-    job_ttl_seconds: int = Field(3600, ge=0, description="ttlSecondsAfterFinished of runner Jobs (never the CR).")
+    job_ttl_seconds: int = Field(
+        3600,
+        ge=MIN_JOB_TTL_SECONDS,
+        description=(
+            "ttlSecondsAfterFinished of runner Jobs (never the CR). At least "
+            f"{MIN_JOB_TTL_SECONDS}s, so the operator can read a finished Job before it is collected."
+        ),
+    )
     cancel_grace_seconds: int = Field(3600, ge=0, description="A job suspended for longer than this ends as Cancelled.")
     cache_enabled: bool = True
     status_min_interval_seconds: float = Field(2.0, ge=0)

@@ -87,10 +87,10 @@ class TestGpuAndScheduling:
 
 class TestRetriesAndDeadlines:
     def test_retries_timeout_and_ttl(self) -> None:
-        job = build(make_spec(retries=3, timeoutSeconds=900), job_ttl_seconds=120)
+        job = build(make_spec(retries=3, timeoutSeconds=900), job_ttl_seconds=600)
         assert job["spec"]["backoffLimit"] == 3
         assert job["spec"]["activeDeadlineSeconds"] == 900
-        assert job["spec"]["ttlSecondsAfterFinished"] == 120
+        assert job["spec"]["ttlSecondsAfterFinished"] == 600
 
     def test_pod_failure_policy_fails_fast_on_non_retryable_exit_codes(self) -> None:
         rules = build()["spec"]["podFailurePolicy"]["rules"]
@@ -148,16 +148,23 @@ class TestSecurity:
         assert csc["allowPrivilegeEscalation"] is False
         assert csc["capabilities"] == {"drop": ["ALL"]}
 
-    def test_runner_role_allows_only_its_own_status(self) -> None:
-        role = manifests.build_runner_role(REF, "abc")
+    def test_runner_role_allows_only_videogenjob_status_in_its_namespace(self) -> None:
+        role = manifests.build_runner_role("team-a")
+        assert role["metadata"]["namespace"] == "team-a"
         assert role["rules"] == [
-            {
-                "apiGroups": ["videogen.dev"],
-                "resources": ["videogenjobs/status"],
-                "resourceNames": ["cat-video"],
-                "verbs": ["get", "patch"],
-            }
+            {"apiGroups": ["videogen.dev"], "resources": ["videogenjobs/status"], "verbs": ["get", "patch"]}
         ]
+
+    def test_runner_rbac_is_one_set_per_namespace(self) -> None:
+        settings = OperatorSettings()
+        names = {
+            manifests.build_runner_service_account("ns")["metadata"]["name"],
+            manifests.build_runner_role("ns")["metadata"]["name"],
+            manifests.build_runner_role_binding("ns", settings)["metadata"]["name"],
+            pod_spec(build())["serviceAccountName"],
+        }
+        assert names == {manifests.RUNNER_RBAC_NAME}
+        assert "ownerReferences" not in manifests.build_runner_role("ns")["metadata"]
 
     def test_kueue_label_only_with_queue_name(self) -> None:
         assert api.KUEUE_QUEUE_LABEL not in build()["metadata"]["labels"]

@@ -17,16 +17,21 @@ class RecordingKube:
     def __init__(self) -> None:
         self.patches: list[dict[str, Any]] = []
         self.events: list[tuple[str, str]] = []
+        self.versions: list[str | None] = []
 
-    def patch_vgj_status(self, namespace: str, name: str, status: dict[str, Any]) -> bool:
+    def patch_vgj_status(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
+    ) -> dict[str, Any]:
         self.patches.append(status)
-        return True
+        self.versions.append(resource_version)
+        rv = str(int(resource_version or 0) + 1)
+        return {"metadata": {"namespace": namespace, "name": name, "resourceVersion": rv}, "status": status}
 
     def post_event(self, vgj: dict[str, Any], event_type: str, reason: str, message: str) -> None:
         self.events.append((event_type, reason))
 
 
-BODY = {"metadata": {"namespace": "ns", "name": "job", "uid": "u", "generation": 1}}
+BODY = {"metadata": {"namespace": "ns", "name": "job", "uid": "u", "generation": 1, "resourceVersion": "7"}}
 
 
 def reconciler(interval: float = 2.0) -> tuple[Reconciler, RecordingKube]:
@@ -69,3 +74,11 @@ def test_runner_progress_is_not_overwritten() -> None:
     old = {"phase": "Running", "progress": {"stage": "generating"}, "attempts": 1}
     r._write(BODY, old, dict(old, attempts=2), None, Outcome())
     assert "progress" not in kube.patches[0]
+
+
+def test_writes_are_conditional_on_the_resource_version_read() -> None:
+    r, kube = reconciler(interval=0)
+    body: dict[str, Any] = {"metadata": {"namespace": "ns", "name": "job", "uid": "u", "resourceVersion": "7"}}
+    r._write(body, {"phase": "Queued"}, {"phase": "Running"}, None, Outcome())
+    r._write(body, {"phase": "Running"}, {"phase": "Running", "attempts": 1}, None, Outcome())
+    assert kube.versions == ["7", "8"], "each write carries the resourceVersion of the object it was computed from"

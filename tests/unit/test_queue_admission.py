@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-from videogen_operator.queue import Waiting, plan_admission, queue_message
+from videogen_operator.queue import Waiting, further_back_message, namespace_cap, plan_admission, queue_message
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -45,6 +45,33 @@ def test_zero_means_no_cap() -> None:
 
 def test_queue_message_names_position_and_cap() -> None:
     assert (
-        queue_message(2, 3, 1, 0)
-        == "waiting for a GPU slot: position 2 of 3 in the queue (cap: 1 running cluster-wide)"
+        queue_message(2, 1, 0)
+        == "waiting for a GPU slot: position 2 in the queue (cap: 1 running cluster-wide, counted in GPUs)"
     )
+
+
+def test_message_behind_the_exact_positions_does_not_depend_on_the_queue() -> None:
+    """It never changes while the job waits, so it is written once, not on every admission."""
+    assert further_back_message(3, 8, 4) == (
+        "waiting for a GPU slot: behind the first 3 jobs in the queue "
+        "(cap: 8 running cluster-wide and 4 per namespace, counted in GPUs)"
+    )
+
+
+def test_caps_count_gpus_not_jobs() -> None:
+    big = Waiting("a", "big", 0, T0, gpus=4)
+    small = Waiting("a", "small", 0, T0 + timedelta(minutes=1), gpus=1)
+    plan = plan_admission([big, small], Counter({"b": 5}), 8, 0)
+    assert plan.admit == [("a", "small")], "4 GPUs do not fit in the 3 left; the 1-GPU job behind it does"
+    assert plan.positions == {("a", "big"): 1}
+
+
+def test_default_namespace_share_keeps_one_tenant_from_taking_every_gpu() -> None:
+    assert namespace_cap(8, 0, 50) == 4
+    assert namespace_cap(1, 0, 50) == 1, "never below one GPU"
+    assert namespace_cap(8, 2, 50) == 2, "an explicit per-namespace cap wins"
+    assert namespace_cap(0, 0, 50) == 0, "no global cap, no share"
+    burst = [w("greedy", f"g{i}", i) for i in range(10)]
+    plan = plan_admission([*burst, w("quiet", "q", 20)], Counter(), 8, namespace_cap(8, 0, 50))
+    assert sum(1 for ns, _ in plan.admit if ns == "greedy") == 4
+    assert ("quiet", "q") in plan.admit, "the later tenant still starts although the burst came first"

@@ -1,0 +1,219 @@
+"""In-memory views of VideoGenJobs, runner Jobs and runner Pods, kept by kopf's watches.
+
+kopf indices are the informer: each watch does one paginated LIST at start-up
+(`settings.watching.chunk_size`), then streams changes, and kopf does not run any
+handler before every index is filled, so the first admission pass already sees
+every running Job. Jobs and Pods are filtered by label on the server
+(`settings.watching.label_selectors`), so the operator never streams the
+cluster's other Pods and Jobs.
+
+What the indices hold is slimmed (no managedFields, no pod spec: a runner pod's
+env carries the whole spec) to keep 5,000 resident jobs small.
+
+Two overlays cover the moment between our own write and its watch event: the
+status we just wrote and the Job we just created. Whichever copy has the newer
+resourceVersion wins, so a reconcile right after a write never acts on what it
+has already replaced (and never mistakes a just-created Job for a lost one).
+
+Reads happen on worker threads while kopf updates the indices on the event loop:
+lookups are single dict operations and iteration copies under the GIL first.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from videogen_api import v1alpha1 as api
+
+VgjKey = tuple[str, str]
+
+_META_KEYS = (
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "labels",
+    "ownerReferences",
+)
+
+
+def _slim_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: meta[k] for k in _META_KEYS if meta.get(k) is not None}
+
+
+def slim_vgj(body: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "metadata": _slim_meta(body.get("metadata") or {}),
+        "spec": dict(body.get("spec") or {}),
+        "status": dict(body.get("status") or {}),
+    }
+
+
+def job_gpus(job: Mapping[str, Any]) -> int:
+    """GPUs the Job's pod holds, from the Job itself (not from the VideoGenJob's editable spec)."""
+    pod_spec = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+    total = 0
+    for container in pod_spec.get("containers") or []:
+        for resource, value in ((container.get("resources") or {}).get("limits") or {}).items():
+            if resource.endswith("/gpu") or resource.endswith(".com/gpu"):
+                try:
+                    total += int(str(value))
+                except ValueError:
+                    total += 1
+    return total
+
+
+def slim_job(body: Mapping[str, Any]) -> dict[str, Any]:
+    spec = body.get("spec") or {}
+    return {
+        "metadata": _slim_meta(body.get("metadata") or {}),
+        "spec": {"suspend": bool(spec.get("suspend"))},
+        "status": dict(body.get("status") or {}),
+        "gpus": job_gpus(body),
+    }
+
+
+def slim_pod(body: Mapping[str, Any]) -> dict[str, Any]:
+    return {"metadata": _slim_meta(body.get("metadata") or {}), "status": dict(body.get("status") or {})}
+
+
+def controller_uid(meta: Mapping[str, Any], kind: str, api_version: str | None = None) -> str | None:
+    """The uid of the object's controller owner when it is of `kind` (and `api_version`)."""
+    for ref in meta.get("ownerReferences") or []:
+        if (
+            ref.get("controller")
+            and ref.get("kind") == kind
+            and (api_version is None or ref.get("apiVersion") == api_version)
+        ):
+            uid = ref.get("uid")
+            return str(uid) if uid else None
+    return None
+
+
+def vgj_owner_uid(job: Mapping[str, Any]) -> str | None:
+    return controller_uid(job.get("metadata") or {}, api.KIND, api.API_VERSION)
+
+
+def _rv(obj: Mapping[str, Any] | None) -> int:
+    try:
+        return int(((obj or {}).get("metadata") or {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+def _newer(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any] | None:
+    if a is None or b is None:
+        return a if b is None else b
+    return a if _rv(a) >= _rv(b) else b
+
+
+def _first(values: Iterable[dict[str, Any]] | None) -> dict[str, Any] | None:
+    if values is None:
+        return None
+    for value in list(values):
+        return value
+    return None
+
+
+class Views:
+    """Read-only access to the indices, plus our own just-written objects."""
+
+    def __init__(
+        self,
+        vgjs: Mapping[Any, Iterable[dict[str, Any]]],
+        jobs: Mapping[Any, Iterable[dict[str, Any]]],
+        pods: Mapping[Any, Iterable[dict[str, Any]]],
+        failed_creates: Mapping[Any, Iterable[dict[str, Any]]] | None = None,
+    ) -> None:
+        self._vgjs = vgjs
+        self._jobs = jobs
+        self._pods = pods
+        self._failed_creates = failed_creates or {}
+        self._guard = threading.Lock()
+        self._written: dict[VgjKey, dict[str, Any]] = {}
+        self._created: dict[str, dict[str, Any]] = {}
+
+    # ------------------------------------------------------------------ VideoGenJobs
+
+    def vgj(self, namespace: str, name: str) -> dict[str, Any] | None:
+        key = (namespace, name)
+        indexed = _first(self._vgjs.get(key))
+        with self._guard:
+            written = self._written.get(key)
+            if written is not None and indexed is not None:
+                same_object = written["metadata"].get("uid") == indexed["metadata"].get("uid")
+                if not same_object or _rv(indexed) >= _rv(written):
+                    # The watch has caught up (or the name now belongs to a new object).
+                    self._written.pop(key, None)
+                    written = None
+        if written is not None and indexed is None:
+            return None  # deleted since we wrote it
+        return _newer(indexed, written)
+
+    def vgjs(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for key in list(self._vgjs):
+            body = self.vgj(*key)
+            if body is not None:
+                out.append(body)
+        return out
+
+    def remember_vgj(self, body: dict[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        with self._guard:
+            self._written[(meta["namespace"], meta["name"])] = slim_vgj(body)
+
+    def forget_vgj(self, namespace: str, name: str) -> None:
+        with self._guard:
+            self._written.pop((namespace, name), None)
+
+    # ------------------------------------------------------------------ Jobs and pods
+
+    def job_of(self, owner_uid: str, name: str) -> dict[str, Any] | None:
+        """The runner Job a VideoGenJob controls, by the name the operator derives; nothing else counts."""
+        indexed = next(
+            (j for j in list(self._jobs.get(owner_uid) or []) if j["metadata"].get("name") == name),
+            None,
+        )
+        with self._guard:
+            created = self._created.get(owner_uid)
+            if created is not None and (indexed is not None or created["metadata"].get("name") != name):
+                if indexed is not None:
+                    self._created.pop(owner_uid, None)
+                created = None
+        return indexed or created
+
+    def jobs(self) -> list[tuple[str, dict[str, Any]]]:
+        """(owner uid, Job) for every runner Job a VideoGenJob controls, and the ones just created."""
+        out: list[tuple[str, dict[str, Any]]] = []
+        seen: set[str] = set()
+        for uid in list(self._jobs):
+            for job in list(self._jobs.get(uid) or []):
+                out.append((str(uid), job))
+                seen.add(str(uid))
+        with self._guard:
+            out.extend((uid, job) for uid, job in self._created.items() if uid not in seen)
+        return out
+
+    def remember_job(self, owner_uid: str, job: dict[str, Any]) -> None:
+        with self._guard:
+            self._created[owner_uid] = slim_job(job)
+
+    def forget_job(self, owner_uid: str) -> None:
+        with self._guard:
+            self._created.pop(owner_uid, None)
+
+    def pods_of(self, job: dict[str, Any] | None) -> list[dict[str, Any]]:
+        if job is None:
+            return []
+        uid = (job.get("metadata") or {}).get("uid")
+        return list(self._pods.get(uid) or []) if uid else []
+
+    def failed_creates(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
+        """FailedCreate Events the Job controller posted on this Job (e.g. a quota or webhook refusal)."""
+        return list(self._failed_creates.get((namespace, job_name)) or [])
