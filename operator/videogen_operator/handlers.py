@@ -17,6 +17,7 @@ from typing import Any
 import kopf
 
 from videogen_api import v1alpha1 as api
+from videogen_operator import metrics
 from videogen_operator.dispatch import Coalescer
 from videogen_operator.kube import Kube, load_client_config
 from videogen_operator.manifests import OWNER_ANNOTATION
@@ -39,8 +40,10 @@ class Runtime:
         self.settings = settings
         self.loop = loop
         store = ObjectStore(settings) if (settings.s3_endpoint or settings.s3_bucket) else None
-        self.reconciler = Reconciler(Kube(), settings, store)
-        self.dispatch = Coalescer(self._work)
+        self.reconciler = Reconciler(Kube(metrics.instrumented_api_client()), settings, store)
+        self.dispatch = Coalescer(
+            metrics.count_errors(self._work, lambda k: "admission" if k == ADMISSION else "videogenjob")
+        )
 
     def _work(self, key: Hashable) -> None:
         if key == ADMISSION:
@@ -61,6 +64,7 @@ class Runtime:
             try:
                 vgjs = await asyncio.to_thread(self.reconciler.kube.list_vgjs, self.settings.namespaces)
             except Exception:
+                metrics.reconcile_error("sweep")
                 log.exception("periodic sweep could not list VideoGenJobs")
                 continue
             keys: list[Hashable] = [
@@ -100,6 +104,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.execution.max_workers = 16
     runtime = await asyncio.to_thread(Runtime, ours, asyncio.get_running_loop())
     memo["runtime"] = runtime
+    metrics.serve(ours.metrics_port)
     memo["sweeper"] = asyncio.create_task(runtime.sweep_forever())
     log.info(
         "videogen-operator started",
@@ -120,8 +125,10 @@ async def videogenjob_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> 
     meta = obj.get("metadata") or {}
     runtime = _runtime(memo)
     if event["type"] == "DELETED":
+        metrics.job_gone(obj)
         await runtime.dispatch.kick(ADMISSION)
         return
+    metrics.job_seen(obj)
     await runtime.dispatch.kick((meta["namespace"], meta["name"]))
 
 

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from videogen_api import v1alpha1 as api
-from videogen_operator import manifests
+from videogen_operator import manifests, metrics
 from videogen_operator.kube import Kube
 from videogen_operator.manifests import JobRef
 from videogen_operator.observe import Failure, JobView, job_failure, parse_time, view_job
@@ -305,6 +305,8 @@ class Reconciler:
             base["podName"] = view.current_pod
         if view.last_failure:
             base["lastFailure"] = view.last_failure.to_status(p.now)
+        if view.held_seconds:
+            base["gpuSeconds"] = round(view.held_seconds * spec.resources.gpus, 1)
 
         if view.complete:
             self._succeeded(p, base, view)
@@ -430,6 +432,7 @@ class Reconciler:
         if not self.kube.patch_vgj_status(meta["namespace"], meta["name"], patch):
             return old
         self._last_write[key] = time.monotonic()
+        metrics.status_written(body, old, new, t)
         if t is not None:
             outcome.transitions.append(t)
             self.kube.post_event(body, t.event_type, t.reason, t.message)
