@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
+from argocd_capture import Capture
 from media_checks import check_output
 from operator_support import BUCKET, TINY_I2V, Jobs, tiny_job
 from PIL import Image
@@ -277,13 +278,28 @@ class TestClusterWide:
         dc = helm_cluster
         namespace = make_namespace(dc, "helm-cw")
         TestClusterWide.namespaces.append(namespace)
+        capture = Capture(dc.binaries.kubectl, dc.env(), namespace)
+        jobs = Jobs(dc, namespace)
+        jobs.apply(tiny_job("held", suspend=True))
+        jobs.apply(tiny_job("missing", model="hf://videogen-demo/not-in-the-cache", retries=0))
         statuses = run_both_tasks(dc, namespace, clusterwide)
+        assert jobs.wait_phase("missing", "Failed", "Succeeded", timeout=120)["reason"] == "ModelNotFound"
+        assert jobs.wait_phase("held", "Queued")["reason"] == "Suspended"
+        # Every state those jobs went through, judged by the Argo CD health script in gopher-lua.
+        healths = {c["health"] for c in capture.check()}
+        assert healths >= {"Progressing", "Suspended", "Healthy", "Degraded"}, healths
 
         samples = clusterwide.scrape()
         assert value(samples, "videogen_jobs", namespace=namespace, phase="Succeeded") == 2
+        assert value(samples, "videogen_jobs", namespace=namespace, phase="Failed") == 1
+        assert value(samples, "videogen_jobs", namespace=namespace, phase="Queued") == 1
         assert (
             value(samples, "videogen_jobs_finished_total", namespace=namespace, result="Succeeded", reason="Succeeded")
             == 2
+        )
+        assert (
+            value(samples, "videogen_jobs_finished_total", namespace=namespace, result="Failed", reason="ModelNotFound")
+            == 1
         )
         for status, model in ((statuses["t2v"], tiny_job("x")["spec"]["model"]), (statuses["i2v"], TINY_I2V)):
             assert value(samples, "videogen_job_run_seconds_count", model=model, result="Succeeded") == 1
@@ -291,7 +307,7 @@ class TestClusterWide:
             assert value(samples, "videogen_gpu_seconds_total", namespace=namespace, model=model) == pytest.approx(
                 status["gpuSeconds"]
             )
-        assert value(samples, "videogen_admission_wait_seconds_count") == 2
+        assert value(samples, "videogen_admission_wait_seconds_count") == 3
         assert value(samples, "videogen_api_requests_total", verb="patch", code="200") > 0
         assert value(samples, "videogen_api_requests_total", verb="create", code="201") > 0
         assert not [k for k in samples if k[0] == "videogen_reconcile_errors_total" and samples[k] > 0]
