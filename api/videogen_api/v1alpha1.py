@@ -736,6 +736,12 @@ class VideoGenJobStatus(_Model):
             "Untrusted: the operator verifies the object before accepting it into status.output."
         ),
     )
+    gpu_seconds: float | None = Field(
+        None,
+        ge=0,
+        description="GPUs x wall time the runner pods held them (from each pod's start on its node to its end), "
+        "summed over attempts: the job's GPU cost.",
+    )
     last_failure: LastFailure | None = Field(None, description="The most recent failure.")
     conditions: list[Condition] | None = Field(
         None,

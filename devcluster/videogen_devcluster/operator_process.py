@@ -125,6 +125,7 @@ def operator_env(dc: DevCluster, model_cache: Path, namespaces: list[str], **set
         "VIDEOGEN_RUNNER_MEMORY_REQUEST": "256Mi",
         "VIDEOGEN_RESYNC_SECONDS": "1",
         "VIDEOGEN_LIVENESS_PORT": str(free_port()),
+        "VIDEOGEN_METRICS_PORT": str(free_port()),
         "VIDEOGEN_PEERING_LIFETIME_SECONDS": "5",
     }
     env.update({f"VIDEOGEN_{k.upper()}": str(v) for k, v in settings.items()})
@@ -138,6 +139,7 @@ class OperatorProcess:
         self.env = env
         self.log_path = log_path
         self.liveness_port = int(env["VIDEOGEN_LIVENESS_PORT"])
+        self.metrics_port = int(env.get("VIDEOGEN_METRICS_PORT") or 0)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60) -> OperatorProcess:

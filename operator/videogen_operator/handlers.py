@@ -21,6 +21,7 @@ from typing import Any
 import kopf
 
 from videogen_api import v1alpha1 as api
+from videogen_operator import metrics
 from videogen_operator.activity import is_active, own_identity, start_priority
 from videogen_operator.dispatch import Coalescer
 from videogen_operator.kube import Kube, is_transient, load_client_config
@@ -63,8 +64,11 @@ class Runtime:
         self.identity = identity
         self.priority = priority
         store = ObjectStore(settings) if (settings.s3_endpoint or settings.s3_bucket) else None
-        self.reconciler = Reconciler(Kube(), settings, store, views=views)
-        self.dispatch = Coalescer(self._work, self._record_error)
+        self.reconciler = Reconciler(Kube(metrics.instrumented_api_client()), settings, store, views=views)
+        self.dispatch = Coalescer(
+            metrics.count_errors(self._work, lambda k: "admission" if k == ADMISSION else "videogenjob"),
+            self._record_error,
+        )
         self.last_sweep = time.monotonic()
         self.sweeps = 0
         self.active = False
@@ -118,6 +122,7 @@ class Runtime:
             try:
                 await self.sweep_once()
             except Exception:
+                metrics.reconcile_error("sweep")
                 log.exception("periodic sweep failed")
             else:
                 self.last_sweep = time.monotonic()
@@ -206,6 +211,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: An
     priority = int(memo.get("priority") or start_priority())
     runtime = await asyncio.to_thread(Runtime, ours, asyncio.get_running_loop(), views, identity, priority)
     memo["runtime"] = runtime
+    metrics.serve(ours.metrics_port)
     memo["sweeper"] = asyncio.create_task(runtime.sweep_forever())
     log.info(
         "videogen-operator started",
@@ -241,8 +247,10 @@ async def videogenjob_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> 
     meta = obj.get("metadata") or {}
     runtime = _runtime(memo)
     if event["type"] == "DELETED":
+        metrics.job_gone(obj)
         await runtime.dispatch.kick(ADMISSION)
         return
+    metrics.job_seen(obj)
     await runtime.dispatch.kick((meta["namespace"], meta["name"]))
 
 

@@ -280,6 +280,4 @@ class Kube:
 
     def delete_secret(self, namespace: str, name: str) -> None:
         """Delete a Secret the operator made (a job's grant); gone already is fine."""
-        _unless_missing(
-            lambda: self.core.delete_namespaced_secret(name, namespace, _request_timeout=REQUEST_TIMEOUT)
-        )
+        _unless_missing(lambda: self.core.delete_namespaced_secret(name, namespace, _request_timeout=REQUEST_TIMEOUT))

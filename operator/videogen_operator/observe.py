@@ -82,6 +82,8 @@ class JobView:
     disruption: Failure | None = None
     # Whether the most recent pod that ended was lost to a disruption (not the runner's failure).
     lost_to_disruption: bool = False
+    # Wall time the runner pods held their devices, summed over the pods that ended.
+    held_seconds: float = 0.0
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -151,6 +153,13 @@ def _waiting_failure(pod: dict[str, Any]) -> Failure | None:
     return None
 
 
+def _held_seconds(pod: dict[str, Any], state: dict[str, Any]) -> float:
+    """From the pod's start on its node (devices allocated) to its runner's end; 0 while it runs."""
+    start = parse_time((pod.get("status") or {}).get("startTime"))
+    end = parse_time((state.get("terminated") or {}).get("finishedAt"))
+    return max(0.0, (end - start).total_seconds()) if start and end else 0.0
+
+
 def _parse_result(pod: dict[str, Any]) -> tuple[api.RunnerResult | None, str | None]:
     terminated = (_runner_status(pod).get("state") or {}).get("terminated") or {}
     message = terminated.get("message") or ""
@@ -218,6 +227,7 @@ def view_job(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> JobView:
 
     for pod in ordered:
         state = _runner_status(pod).get("state") or {}
+        view.held_seconds += _held_seconds(pod, state)
         if disrupted(pod):
             pod_status = pod.get("status") or {}
             cond = _condition(pod, "DisruptionTarget") or {}

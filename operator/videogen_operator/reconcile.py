@@ -32,7 +32,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from videogen_api import v1alpha1 as api
-from videogen_operator import manifests
+from videogen_operator import manifests, metrics
 from videogen_operator.kube import Kube, api_message, is_refusal
 from videogen_operator.manifests import JobRef
 from videogen_operator.observe import (
@@ -436,6 +436,8 @@ class Reconciler:
             base["podName"] = view.current_pod
         if view.last_failure:
             base["lastFailure"] = view.last_failure.to_status(p.now)
+        if view.held_seconds:
+            base["gpuSeconds"] = round(view.held_seconds * spec.resources.gpus, 1)
 
         if view.complete:
             if view.result is None:
@@ -609,6 +611,7 @@ class Reconciler:
         body["status"] = dict(written.get("status") or new)
         self.views.remember_vgj(written)
         self._last_write[key] = time.monotonic()
+        metrics.status_written(body, old, new, t)
         if t is not None:
             outcome.transitions.append(t)
             self.kube.post_event(body, t.event_type, t.reason, t.message)

@@ -158,6 +158,7 @@ class OperatorSettings(BaseModel):
     extra_runner_env: dict[str, str] = Field(default_factory=dict)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     liveness_port: int = 8080
+    metrics_port: int = Field(8081, ge=0, le=65535, description="Port of the Prometheus endpoint /metrics; 0 = off.")
     peering_name: str = "videogen-operator"
     peering_lifetime_seconds: int = Field(
         30, ge=5, description="How long a silent peer counts as alive; bounds the pause after a crash."
