@@ -80,6 +80,7 @@ class FamilyData(_Data):
     flow_shift: list[FlowShiftRule] = Field(default_factory=list, alias="flowShift")
     float32_components: list[str] = Field(default_factory=list, alias="float32Components")
     vae_tiling_from_pixels: int | None = Field(default=None, alias="vaeTilingFromPixels")
+    check_inputs_multiple: int = Field(default=api.DIMENSION_MULTIPLE, alias="checkInputsMultiple", ge=1)
     unsupported_fields: dict[str, str] = Field(default_factory=dict, alias="unsupportedFields")
 
 
@@ -314,9 +315,15 @@ class Profile:
         return self.data.presets[preset]
 
     @property
+    def size_multiple(self) -> int:
+        """The configs' VAE x patch factor and the multiple the pipeline's own checks demand, together."""
+        a, b = self.geometry.size_multiple, self.data.check_inputs_multiple
+        return a * b // math.gcd(a, b)
+
+    @property
     def rules(self) -> ShapeRules:
         g = self.geometry
-        return ShapeRules(g.frame_step, g.size_multiple, self.data.label, g.fixed_size)
+        return ShapeRules(g.frame_step, self.size_multiple, self.data.label, g.fixed_size)
 
     @property
     def presets(self) -> dict[api.Preset, PresetValues]:
@@ -325,7 +332,9 @@ class Profile:
     def describe(self) -> str:
         g = self.geometry
         frames = f"{g.frame_step}k+1 frames" if g.frame_step > 1 else "any frame count"
-        size = f"{g.fixed_size[0]}x{g.fixed_size[1]} only" if g.fixed_size else f"sides multiple of {g.size_multiple}"
+        size = (
+            f"{g.fixed_size[0]}x{g.fixed_size[1]} only" if g.fixed_size else f"sides multiple of {self.size_multiple}"
+        )
         fps = f"fps via {self.fps_argument}" if self.fps_argument else "no fps conditioning"
         callback = "step callback" if self.step_callback else "steps counted at the scheduler"
         return f"{self.pipeline_class}: {frames}, {size} ({g.source}); {fps}; {callback}"
