@@ -236,3 +236,89 @@ def test_the_configs_on_disk_and_the_loaded_pipeline_agree(
     geometry = loaded.profile.geometry
     assert (info.rules.frame_step, info.rules.size_multiple) == (geometry.frame_step, geometry.size_multiple)
     assert type(loaded.pipe).__name__ == info.pipeline_class
+
+
+class TestTheFirstManifestWorks:
+    @pytest.mark.parametrize("preset", [None, *api.Preset])
+    def test_a_minimal_spec_runs_with_every_preset_of_the_demo_model(
+        self,
+        preset: api.Preset | None,
+        family_model: Callable[[str], Path],
+        run_inprocess: RunInProcess,
+        s3_env: dict[str, str],
+        bucket: str,
+    ) -> None:
+        from videogen_runner.profiles import family_data, preset_values
+
+        model = family_model("wan-t2v")
+        spec: dict[str, Any] = {"model": str(model), "task": T2V, "prompt": PROMPT}
+        if preset is not None:
+            spec["preset"] = preset.value
+
+        code, message = run_inprocess(spec, {**s3_env, api.ENV_OUTPUT_BUCKET: bucket})
+
+        assert code == 0, message
+        result = api.RunnerResult.model_validate(message)
+        assert result.adjustments == []
+        values = preset_values(family_data("WanPipeline", model, {}))[preset or api.Preset.STANDARD]
+        out = result.output
+        assert (out.width, out.height, out.frames, out.fps) == (
+            values.width,
+            values.height,
+            values.num_frames,
+            values.fps,
+        )
+
+
+class TestRefusedBeforeWastingGpuTime:
+    def test_a_pipeline_error_before_the_first_step_is_invalid_input(
+        self,
+        family_model: Callable[[str], Path],
+        run_inprocess: RunInProcess,
+        s3_env: dict[str, str],
+        bucket: str,
+        tmp_path: Path,
+    ) -> None:
+        import json
+        import shutil
+
+        # Positional tables for 4 patches a side: 128x128 (8 patches) fails inside the pipeline,
+        # as the old demo model failed with `shape '[1, 1, 52, -1]' is invalid`.
+        model = tmp_path / "short-rope"
+        shutil.copytree(family_model("wan-t2v"), model)
+        config_path = model / "transformer" / "config.json"
+        config = json.loads(config_path.read_text())
+        config_path.write_text(json.dumps({**config, "rope_max_seq_len": 4}))
+        spec = {"model": str(model), "task": T2V, "prompt": PROMPT, "width": 128, "height": 128, "numFrames": 5}
+
+        code, message = run_inprocess(spec, {**s3_env, api.ENV_OUTPUT_BUCKET: bucket})
+
+        failure = api.RunnerFailure.model_validate(message)
+        assert code == api.ExitCode.INVALID_INPUT == failure.exit_code
+        assert failure.reason == api.Reason.INVALID_INPUT
+        assert api.ExitCode.INVALID_INPUT in api.NON_RETRYABLE_EXIT_CODES
+        assert failure.message.startswith("spec.width/spec.height/spec.numFrames: WanPipeline refused the inputs")
+        assert "before the first denoising step (128x128, 5 frames)" in failure.message
+        assert "shape" in failure.message, "the library's own message is kept"
+
+    def test_a_field_the_pipeline_would_drop_is_refused_by_name(
+        self,
+        family_model: Callable[[str], Path],
+        run_inprocess: RunInProcess,
+        s3_env: dict[str, str],
+        bucket: str,
+        tmp_path: Path,
+    ) -> None:
+        # A platform team's profile file (no code) says this model ignores negative prompts.
+        profiles = tmp_path / "profiles.yaml"
+        profiles.write_text("WanPipeline:\n  unsupportedFields:\n    negativePrompt: distilled without CFG\n")
+        model = family_model("wan-t2v")
+        spec = {"model": str(model), "task": T2V, "prompt": PROMPT, "negativePrompt": "blurry"}
+        env = {**s3_env, api.ENV_OUTPUT_BUCKET: bucket, "VIDEOGEN_MODEL_PROFILES": str(profiles)}
+
+        code, message = run_inprocess(spec, env)
+
+        failure = api.RunnerFailure.model_validate(message)
+        assert code == api.ExitCode.INVALID_INPUT
+        assert failure.message == "spec.negativePrompt: distilled without CFG; remove it or use another model"
+        assert "timings" not in message
