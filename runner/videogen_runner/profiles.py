@@ -221,7 +221,11 @@ def geometry_from_configs(model_dir: Path) -> Geometry:
         temporal = 2 ** sum(bool(x) for x in vae["temperal_downsample"])
     if temporal is None and isinstance(vae.get("spatio_temporal_scaling"), list):
         temporal = int(vae.get("patch_size_t") or 1) * 2 ** sum(bool(x) for x in vae["spatio_temporal_scaling"])
+    if temporal is None and isinstance(vae.get("temporal_expansions"), list):
+        temporal = math.prod(int(x) for x in vae["temporal_expansions"])
     spatial = vae.get("scale_factor_spatial") or vae.get("spatial_compression_ratio")
+    if spatial is None and isinstance(vae.get("spatial_expansions"), list):
+        spatial = math.prod(int(x) for x in vae["spatial_expansions"])
     if spatial is None and isinstance(vae.get("temperal_downsample"), list):
         spatial = 2 ** len(vae["temperal_downsample"])
     if spatial is None and isinstance(vae.get("spatio_temporal_scaling"), list):

@@ -25,7 +25,16 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-FAMILIES = ("wan-t2v", "wan-i2v", "wan22-ti2v", "ltx", "cogvideox-t2v", "cogvideox-i2v")
+FAMILIES = (
+    "wan-t2v",
+    "wan-i2v",
+    "wan22-ti2v",
+    "ltx",
+    "cogvideox-t2v",
+    "cogvideox-i2v",
+    "mochi",
+    "skyreels-v2-t2v",
+)
 SEED = 0
 TEXT_DIM = 32
 
@@ -258,6 +267,70 @@ def build_cogvideox_i2v() -> Any:
     )
 
 
+def build_mochi() -> Any:
+    diffusers = _lib("diffusers")
+    tokenizer = build_tokenizer()
+    _seeded()
+    transformer = diffusers.MochiTransformer3DModel(
+        patch_size=2,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        num_layers=2,
+        pooled_projection_dim=16,
+        in_channels=12,
+        out_channels=None,
+        qk_norm="rms_norm",
+        text_embed_dim=TEXT_DIM,
+        time_embed_dim=4,
+        activation_fn="swiglu",
+    )
+    _seeded()
+    vae = diffusers.AutoencoderKLMochi(
+        latent_channels=12,
+        out_channels=3,
+        # Group norms of 32 groups: 32 channels is the floor.
+        encoder_block_out_channels=(32, 32, 32, 32),
+        decoder_block_out_channels=(32, 32, 32, 32),
+        layers_per_block=(1, 1, 1, 1, 1),
+    )
+    return diffusers.MochiPipeline(
+        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(),
+        vae=vae,
+        text_encoder=_text_encoder("t5", len(tokenizer)),
+        tokenizer=tokenizer,
+        transformer=transformer,
+    )
+
+
+def build_skyreels_v2_t2v() -> Any:
+    diffusers = _lib("diffusers")
+    tokenizer = build_tokenizer()
+    _seeded()
+    transformer = diffusers.SkyReelsV2Transformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=12,
+        in_channels=16,
+        out_channels=16,
+        text_dim=TEXT_DIM,
+        freq_dim=256,
+        ffn_dim=32,
+        num_layers=2,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=1024,
+    )
+    return diffusers.SkyReelsV2Pipeline(
+        tokenizer=tokenizer,
+        text_encoder=_text_encoder("umt5", len(tokenizer)),
+        transformer=transformer,
+        vae=_wan_vae(),
+        scheduler=diffusers.UniPCMultistepScheduler(
+            prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=8.0
+        ),
+    )
+
+
 def build_ltx() -> Any:
     diffusers = _lib("diffusers")
     tokenizer = build_tokenizer()
@@ -303,6 +376,8 @@ BUILDERS: dict[str, Callable[[], Any]] = {
     "ltx": build_ltx,
     "cogvideox-t2v": build_cogvideox_t2v,
     "cogvideox-i2v": build_cogvideox_i2v,
+    "mochi": build_mochi,
+    "skyreels-v2-t2v": build_skyreels_v2_t2v,
 }
 
 

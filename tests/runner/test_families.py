@@ -109,6 +109,20 @@ CASES = [
             "numFrames 10 -> 9 (CogVideoX I2V needs 4k+1 frames)",
         ],
     ),
+    Case(
+        "mochi",
+        T2V,
+        {"width": 72, "height": 64, "numFrames": 10},
+        (64, 64, 13),
+        ["numFrames 10 -> 13 (Mochi needs 6k+1 frames)", "width 72 -> 64 (Mochi needs a multiple of 16)"],
+    ),
+    Case(
+        "skyreels-v2-t2v",
+        T2V,
+        {"width": 64, "height": 72, "numFrames": 10},
+        (64, 64, 9),
+        ["numFrames 10 -> 9 (SkyReels-V2 needs 4k+1 frames)", "height 72 -> 64 (SkyReels-V2 needs a multiple of 16)"],
+    ),
 ]
 
 
