@@ -80,6 +80,7 @@ class FamilyData(_Data):
     flow_shift: list[FlowShiftRule] = Field(default_factory=list, alias="flowShift")
     float32_components: list[str] = Field(default_factory=list, alias="float32Components")
     vae_tiling_from_pixels: int | None = Field(default=None, alias="vaeTilingFromPixels")
+    check_inputs_multiple: int = Field(default=api.DIMENSION_MULTIPLE, alias="checkInputsMultiple", ge=1)
     unsupported_fields: dict[str, str] = Field(default_factory=dict, alias="unsupportedFields")
 
 
@@ -220,7 +221,11 @@ def geometry_from_configs(model_dir: Path) -> Geometry:
         temporal = 2 ** sum(bool(x) for x in vae["temperal_downsample"])
     if temporal is None and isinstance(vae.get("spatio_temporal_scaling"), list):
         temporal = int(vae.get("patch_size_t") or 1) * 2 ** sum(bool(x) for x in vae["spatio_temporal_scaling"])
+    if temporal is None and isinstance(vae.get("temporal_expansions"), list):
+        temporal = math.prod(int(x) for x in vae["temporal_expansions"])
     spatial = vae.get("scale_factor_spatial") or vae.get("spatial_compression_ratio")
+    if spatial is None and isinstance(vae.get("spatial_expansions"), list):
+        spatial = math.prod(int(x) for x in vae["spatial_expansions"])
     if spatial is None and isinstance(vae.get("temperal_downsample"), list):
         spatial = 2 ** len(vae["temperal_downsample"])
     if spatial is None and isinstance(vae.get("spatio_temporal_scaling"), list):
@@ -314,9 +319,15 @@ class Profile:
         return self.data.presets[preset]
 
     @property
+    def size_multiple(self) -> int:
+        """The configs' VAE x patch factor and the multiple the pipeline's own checks demand, together."""
+        a, b = self.geometry.size_multiple, self.data.check_inputs_multiple
+        return a * b // math.gcd(a, b)
+
+    @property
     def rules(self) -> ShapeRules:
         g = self.geometry
-        return ShapeRules(g.frame_step, g.size_multiple, self.data.label, g.fixed_size)
+        return ShapeRules(g.frame_step, self.size_multiple, self.data.label, g.fixed_size)
 
     @property
     def presets(self) -> dict[api.Preset, PresetValues]:
@@ -325,7 +336,9 @@ class Profile:
     def describe(self) -> str:
         g = self.geometry
         frames = f"{g.frame_step}k+1 frames" if g.frame_step > 1 else "any frame count"
-        size = f"{g.fixed_size[0]}x{g.fixed_size[1]} only" if g.fixed_size else f"sides multiple of {g.size_multiple}"
+        size = (
+            f"{g.fixed_size[0]}x{g.fixed_size[1]} only" if g.fixed_size else f"sides multiple of {self.size_multiple}"
+        )
         fps = f"fps via {self.fps_argument}" if self.fps_argument else "no fps conditioning"
         callback = "step callback" if self.step_callback else "steps counted at the scheduler"
         return f"{self.pipeline_class}: {frames}, {size} ({g.source}); {fps}; {callback}"

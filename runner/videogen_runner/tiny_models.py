@@ -25,7 +25,16 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-FAMILIES = ("wan-t2v", "wan-i2v", "ltx")
+FAMILIES = (
+    "wan-t2v",
+    "wan-i2v",
+    "wan22-ti2v",
+    "ltx",
+    "cogvideox-t2v",
+    "cogvideox-i2v",
+    "mochi",
+    "skyreels-v2-t2v",
+)
 SEED = 0
 TEXT_DIM = 32
 
@@ -92,14 +101,14 @@ def _wan_vae() -> Any:
     )
 
 
-def _wan_transformer(in_channels: int, image_dim: int | None) -> Any:
+def _wan_transformer(in_channels: int, image_dim: int | None, out_channels: int = 16) -> Any:
     _seeded()
     return _lib("diffusers").WanTransformer3DModel(
         patch_size=(1, 2, 2),
         num_attention_heads=2,
         attention_head_dim=12,
         in_channels=in_channels,
-        out_channels=16,
+        out_channels=out_channels,
         text_dim=TEXT_DIM,
         freq_dim=256,
         ffn_dim=32,
@@ -152,6 +161,176 @@ def build_wan_i2v() -> Any:
     )
 
 
+def build_wan22_ti2v() -> Any:
+    """Wan 2.2 TI2V-5B's layout: a 16x VAE with 2x2 pixel patches and 48 latent channels, one
+    transformer, expand_timesteps; text and image to video from the same directory."""
+    diffusers = _lib("diffusers")
+    tokenizer = build_tokenizer()
+    _seeded()
+    vae = diffusers.AutoencoderKLWan(
+        base_dim=3,
+        z_dim=48,
+        in_channels=12,
+        out_channels=12,
+        is_residual=True,
+        patch_size=2,
+        latents_mean=[0.0] * 48,
+        latents_std=[1.0] * 48,
+        dim_mult=[1, 1, 1, 1],
+        num_res_blocks=1,
+        scale_factor_spatial=16,
+        scale_factor_temporal=4,
+        temperal_downsample=[False, True, True],
+    )
+    return diffusers.WanPipeline(
+        tokenizer=tokenizer,
+        text_encoder=_text_encoder("umt5", len(tokenizer)),
+        vae=vae,
+        scheduler=diffusers.UniPCMultistepScheduler(
+            prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0
+        ),
+        transformer=_wan_transformer(in_channels=48, image_dim=None, out_channels=48),
+        expand_timesteps=True,
+    )
+
+
+def _cogvideox_vae() -> Any:
+    _seeded()
+    return _lib("diffusers").AutoencoderKLCogVideoX(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("CogVideoXDownBlock3D",) * 4,
+        up_block_types=("CogVideoXUpBlock3D",) * 4,
+        block_out_channels=(8, 8, 8, 8),
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=2,
+        temporal_compression_ratio=4,
+    )
+
+
+def build_cogvideox_t2v() -> Any:
+    diffusers = _lib("diffusers")
+    tokenizer = build_tokenizer()
+    _seeded()
+    transformer = diffusers.CogVideoXTransformer3DModel(
+        num_attention_heads=4,
+        attention_head_dim=8,
+        in_channels=4,
+        out_channels=4,
+        time_embed_dim=2,
+        text_embed_dim=TEXT_DIM,
+        num_layers=1,
+        sample_width=8,
+        sample_height=8,
+        sample_frames=9,
+        patch_size=2,
+        temporal_compression_ratio=4,
+    )
+    return diffusers.CogVideoXPipeline(
+        tokenizer=tokenizer,
+        text_encoder=_text_encoder("t5", len(tokenizer)),
+        vae=_cogvideox_vae(),
+        transformer=transformer,
+        scheduler=diffusers.CogVideoXDDIMScheduler(),
+    )
+
+
+def build_cogvideox_i2v() -> Any:
+    """As CogVideoX-5b-I2V: rotary plus learned positional embeddings, which exist for one size only
+    (here 64x64, latent 8x8)."""
+    diffusers = _lib("diffusers")
+    tokenizer = build_tokenizer()
+    _seeded()
+    transformer = diffusers.CogVideoXTransformer3DModel(
+        num_attention_heads=2,
+        attention_head_dim=16,
+        in_channels=8,
+        out_channels=4,
+        time_embed_dim=2,
+        text_embed_dim=TEXT_DIM,
+        num_layers=1,
+        sample_width=8,
+        sample_height=8,
+        sample_frames=9,
+        patch_size=2,
+        temporal_compression_ratio=4,
+        use_rotary_positional_embeddings=True,
+        use_learned_positional_embeddings=True,
+    )
+    return diffusers.CogVideoXImageToVideoPipeline(
+        tokenizer=tokenizer,
+        text_encoder=_text_encoder("t5", len(tokenizer)),
+        vae=_cogvideox_vae(),
+        transformer=transformer,
+        scheduler=diffusers.CogVideoXDDIMScheduler(),
+    )
+
+
+def build_mochi() -> Any:
+    diffusers = _lib("diffusers")
+    tokenizer = build_tokenizer()
+    _seeded()
+    transformer = diffusers.MochiTransformer3DModel(
+        patch_size=2,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        num_layers=2,
+        pooled_projection_dim=16,
+        in_channels=12,
+        out_channels=None,
+        qk_norm="rms_norm",
+        text_embed_dim=TEXT_DIM,
+        time_embed_dim=4,
+        activation_fn="swiglu",
+    )
+    _seeded()
+    vae = diffusers.AutoencoderKLMochi(
+        latent_channels=12,
+        out_channels=3,
+        # Group norms of 32 groups: 32 channels is the floor.
+        encoder_block_out_channels=(32, 32, 32, 32),
+        decoder_block_out_channels=(32, 32, 32, 32),
+        layers_per_block=(1, 1, 1, 1, 1),
+    )
+    return diffusers.MochiPipeline(
+        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(),
+        vae=vae,
+        text_encoder=_text_encoder("t5", len(tokenizer)),
+        tokenizer=tokenizer,
+        transformer=transformer,
+    )
+
+
+def build_skyreels_v2_t2v() -> Any:
+    diffusers = _lib("diffusers")
+    tokenizer = build_tokenizer()
+    _seeded()
+    transformer = diffusers.SkyReelsV2Transformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=12,
+        in_channels=16,
+        out_channels=16,
+        text_dim=TEXT_DIM,
+        freq_dim=256,
+        ffn_dim=32,
+        num_layers=2,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=1024,
+    )
+    return diffusers.SkyReelsV2Pipeline(
+        tokenizer=tokenizer,
+        text_encoder=_text_encoder("umt5", len(tokenizer)),
+        transformer=transformer,
+        vae=_wan_vae(),
+        scheduler=diffusers.UniPCMultistepScheduler(
+            prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=8.0
+        ),
+    )
+
+
 def build_ltx() -> Any:
     diffusers = _lib("diffusers")
     tokenizer = build_tokenizer()
@@ -190,7 +369,16 @@ def build_ltx() -> Any:
     )
 
 
-BUILDERS: dict[str, Callable[[], Any]] = {"wan-t2v": build_wan_t2v, "wan-i2v": build_wan_i2v, "ltx": build_ltx}
+BUILDERS: dict[str, Callable[[], Any]] = {
+    "wan-t2v": build_wan_t2v,
+    "wan-i2v": build_wan_i2v,
+    "wan22-ti2v": build_wan22_ti2v,
+    "ltx": build_ltx,
+    "cogvideox-t2v": build_cogvideox_t2v,
+    "cogvideox-i2v": build_cogvideox_i2v,
+    "mochi": build_mochi,
+    "skyreels-v2-t2v": build_skyreels_v2_t2v,
+}
 
 
 def tiny_profile(frame_step: int, size_multiple: int) -> dict[str, Any]:
@@ -227,15 +415,15 @@ def tiny_profile(frame_step: int, size_multiple: int) -> dict[str, Any]:
 def save_tiny_pipeline(family: str, out: Path) -> Path:
     """Build the family's tiny pipeline and save_pretrained it to `out` (created; must be empty or absent),
     with a videogen-profile.json whose presets fit a CPU (see profiles.py)."""
-    from .profiles import MODEL_PROFILE_FILES, geometry_of
+    from .profiles import MODEL_PROFILE_FILES, resolve_profile
 
     if family not in BUILDERS:
         raise ValueError(f"unknown family {family!r}; choose from {', '.join(FAMILIES)}")
     pipe = BUILDERS[family]()
     out.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(str(out), safe_serialization=True)
-    geometry = geometry_of(pipe)
-    profile = tiny_profile(geometry.frame_step, geometry.size_multiple)
+    resolved = resolve_profile(pipe, out, {})
+    profile = tiny_profile(resolved.geometry.frame_step, resolved.size_multiple)
     (out / MODEL_PROFILE_FILES[1]).write_text(json.dumps(profile, indent=2) + "\n")
     log.info("saved tiny %s pipeline to %s", family, out)
     return out

@@ -1,0 +1,338 @@
+"""Every supported diffusers video family, end to end through the runner with a tiny random-weight
+model built offline: an awkward size and frame count go in, the adjustment is reported, and the
+decoded video matches the result exactly (frames, size, fps); progress goes through every stage;
+for image-to-video the input image reaches the first frame.
+
+Each tiny model is built once per session (tmp), on first use.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pytest
+from runner_support import PROMPT, RunInProcess, download
+
+from videogen_api import v1alpha1 as api
+from videogen_runner.probe import ffmpeg_exe, probe
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+pytestmark = pytest.mark.s3
+
+
+@dataclass(frozen=True)
+class Case:
+    family: str  # tiny_models family id
+    task: str
+    ask: dict[str, int]  # the awkward numbers asked for
+    expect: tuple[int, int, int]  # width, height, frames produced
+    adjustments: list[str] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return f"{self.family}-{self.task.split('-')[0]}"
+
+
+T2V, I2V = "text-to-video", "image-to-video"
+CASES = [
+    Case(
+        "wan-t2v",
+        T2V,
+        {"width": 72, "height": 64, "numFrames": 10},
+        (64, 64, 9),
+        ["numFrames 10 -> 9 (Wan needs 4k+1 frames)", "width 72 -> 64 (Wan needs a multiple of 16)"],
+    ),
+    Case(
+        "wan-i2v",
+        I2V,
+        {"width": 72, "height": 64, "numFrames": 10},
+        (64, 64, 9),
+        ["numFrames 10 -> 9 (Wan I2V needs 4k+1 frames)", "width 72 -> 64 (Wan I2V needs a multiple of 16)"],
+    ),
+    Case(
+        "wan22-ti2v",
+        T2V,
+        {"width": 80, "height": 64, "numFrames": 10},
+        (64, 64, 9),
+        [
+            "numFrames 10 -> 9 (Wan 2.2 TI2V needs 4k+1 frames)",
+            "width 80 -> 64 (Wan 2.2 TI2V needs a multiple of 32)",
+        ],
+    ),
+    Case(
+        "wan22-ti2v",
+        I2V,
+        {"width": 64, "height": 80, "numFrames": 12},
+        (64, 64, 13),
+        [
+            "numFrames 12 -> 13 (Wan 2.2 TI2V needs 4k+1 frames)",
+            "height 80 -> 64 (Wan 2.2 TI2V needs a multiple of 32)",
+        ],
+    ),
+    Case(
+        "ltx",
+        T2V,
+        {"width": 104, "height": 64, "numFrames": 12},
+        (96, 64, 13),
+        ["numFrames 12 -> 13 (LTX-Video needs 4k+1 frames)", "width 104 -> 96 (LTX-Video needs a multiple of 32)"],
+    ),
+    Case(
+        "ltx",
+        I2V,
+        {"width": 72, "height": 64, "numFrames": 8},
+        (64, 64, 9),
+        ["numFrames 8 -> 9 (LTX-Video I2V needs 4k+1 frames)", "width 72 -> 64 (LTX-Video I2V needs a multiple of 32)"],
+    ),
+    Case(
+        "cogvideox-t2v",
+        T2V,
+        {"width": 72, "height": 64, "numFrames": 10},
+        (64, 64, 9),
+        ["numFrames 10 -> 9 (CogVideoX needs 4k+1 frames)", "width 72 -> 64 (CogVideoX needs a multiple of 16)"],
+    ),
+    Case(
+        "cogvideox-i2v",
+        I2V,
+        {"width": 96, "height": 64, "numFrames": 10},
+        (64, 64, 9),
+        [
+            "width 96 -> 64 (CogVideoX I2V only generates 64x64)",
+            "numFrames 10 -> 9 (CogVideoX I2V needs 4k+1 frames)",
+        ],
+    ),
+    Case(
+        "mochi",
+        T2V,
+        {"width": 72, "height": 64, "numFrames": 10},
+        (64, 64, 13),
+        ["numFrames 10 -> 13 (Mochi needs 6k+1 frames)", "width 72 -> 64 (Mochi needs a multiple of 16)"],
+    ),
+    Case(
+        "skyreels-v2-t2v",
+        T2V,
+        {"width": 64, "height": 72, "numFrames": 10},
+        (64, 64, 9),
+        ["numFrames 10 -> 9 (SkyReels-V2 needs 4k+1 frames)", "height 72 -> 64 (SkyReels-V2 needs a multiple of 16)"],
+    ),
+]
+
+
+@pytest.fixture(scope="session")
+def family_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """The tiny model of a family, built on first use and kept for the session."""
+    from videogen_runner import tiny_models
+
+    root = tmp_path_factory.mktemp("family-models")
+    built: dict[str, Path] = {}
+
+    def get(family: str) -> Path:
+        if family not in built:
+            built[family] = tiny_models.save_tiny_pipeline(family, root / family)
+        return built[family]
+
+    return get
+
+
+def first_frame(path: Path, width: int, height: int) -> np.ndarray[Any, Any]:
+    raw = subprocess.run(
+        [ffmpeg_exe(), "-v", "error", "-i", str(path), "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    return np.frombuffer(raw, dtype=np.uint8).reshape(height, width, 3).astype(np.float32)
+
+
+def stages_in(records: list[logging.LogRecord]) -> tuple[list[str], list[str]]:
+    """The sequence of progress stages in the runner's log (consecutive repeats folded), and the step lines."""
+    stages: list[str] = []
+    steps: list[str] = []
+    for record in records:
+        if record.name != "videogen_runner.progress":
+            continue
+        match = re.match(r"\[[#.]+\] (\w+)( \d+/\d+)?", record.getMessage())
+        if not match:
+            continue
+        if match[2]:
+            steps.append(match[1] + match[2])
+        if not stages or stages[-1] != match[1]:
+            stages.append(match[1])
+    return stages, steps
+
+
+def png(color: tuple[int, int, int], width: int = 96, height: int = 64) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_family_end_to_end(
+    case: Case,
+    family_model: Callable[[str], Path],
+    run_inprocess: RunInProcess,
+    s3_env: dict[str, str],
+    bucket: str,
+    s3_client: S3Client,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    model = family_model(case.family)
+    spec: dict[str, Any] = {
+        "model": str(model),
+        "task": case.task,
+        "prompt": PROMPT,
+        "fps": 12,
+        "steps": 2,
+        "seed": 5,
+        "output": {"bucket": bucket},
+        **case.ask,
+    }
+    colors = [(220, 30, 30), (30, 30, 220)] if case.task == I2V else [None]
+    first_frames = []
+    for i, color in enumerate(colors):
+        if color is not None:
+            s3_client.put_object(Bucket=bucket, Key=f"in/{i}.png", Body=png(color))
+            spec["image"] = f"s3://{bucket}/in/{i}.png"
+        spec["output"] = {"bucket": bucket, "key": f"out/{case.id}-{i}.mp4"}
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="videogen_runner"):
+            code, message = run_inprocess(spec, s3_env)
+
+        assert code == 0, message
+        result = api.RunnerResult.model_validate(message)
+        assert result.adjustments == case.adjustments
+        width, height, frames = case.expect
+        out = result.output
+        assert (out.width, out.height, out.frames, out.fps) == (width, height, frames, 12)
+        path, _ = download(s3_client, bucket, f"out/{case.id}-{i}.mp4", tmp_path / f"{i}.mp4")
+        info = probe(path)
+        assert (info.width, info.height, info.frames, info.fps) == (width, height, frames, 12), (
+            "the video is the status"
+        )
+
+        stages, steps = stages_in(caplog.records)
+        assert stages == ["loading", "generating", "encoding", "uploading", "done"]
+        assert steps[-2:] == ["generating 1/2", "generating 2/2"]
+        first_frames.append(first_frame(path, width, height))
+
+    if case.task == I2V:
+        # Same seed, same prompt, another input image: a different first frame. Random weights cannot
+        # reproduce the image, but without it reaching the pipeline both runs would be bit-identical.
+        red, blue = first_frames
+        assert float(np.abs(red - blue).max()) > 0, "the input image reaches the video"
+
+
+@pytest.mark.parametrize(
+    ("family", "task"), sorted({(c.family, c.task) for c in CASES}), ids=lambda v: str(v).split("-to")[0]
+)
+def test_the_configs_on_disk_and_the_loaded_pipeline_agree(
+    family: str, task: str, family_model: Callable[[str], Path]
+) -> None:
+    from videogen_runner.models import inspect_model, load_pipeline
+
+    model = family_model(family)
+    info = inspect_model(str(model), model, api.Task(task), {})
+    loaded = load_pipeline(info, cuda=False, env={})
+
+    geometry = loaded.profile.geometry
+    assert (info.rules.frame_step, info.rules.size_multiple) == (geometry.frame_step, geometry.size_multiple)
+    assert type(loaded.pipe).__name__ == info.pipeline_class
+
+
+class TestTheFirstManifestWorks:
+    @pytest.mark.parametrize("preset", [None, *api.Preset])
+    def test_a_minimal_spec_runs_with_every_preset_of_the_demo_model(
+        self,
+        preset: api.Preset | None,
+        family_model: Callable[[str], Path],
+        run_inprocess: RunInProcess,
+        s3_env: dict[str, str],
+        bucket: str,
+    ) -> None:
+        from videogen_runner.profiles import family_data, preset_values
+
+        model = family_model("wan-t2v")
+        spec: dict[str, Any] = {"model": str(model), "task": T2V, "prompt": PROMPT}
+        if preset is not None:
+            spec["preset"] = preset.value
+
+        code, message = run_inprocess(spec, {**s3_env, api.ENV_OUTPUT_BUCKET: bucket})
+
+        assert code == 0, message
+        result = api.RunnerResult.model_validate(message)
+        assert result.adjustments == []
+        values = preset_values(family_data("WanPipeline", model, {}))[preset or api.Preset.STANDARD]
+        out = result.output
+        assert (out.width, out.height, out.frames, out.fps) == (
+            values.width,
+            values.height,
+            values.num_frames,
+            values.fps,
+        )
+
+
+class TestRefusedBeforeWastingGpuTime:
+    def test_a_pipeline_error_before_the_first_step_is_invalid_input(
+        self,
+        family_model: Callable[[str], Path],
+        run_inprocess: RunInProcess,
+        s3_env: dict[str, str],
+        bucket: str,
+        tmp_path: Path,
+    ) -> None:
+        import json
+        import shutil
+
+        # Positional tables for 4 patches a side: 128x128 (8 patches) fails inside the pipeline,
+        # as the old demo model failed with `shape '[1, 1, 52, -1]' is invalid`.
+        model = tmp_path / "short-rope"
+        shutil.copytree(family_model("wan-t2v"), model)
+        config_path = model / "transformer" / "config.json"
+        config = json.loads(config_path.read_text())
+        config_path.write_text(json.dumps({**config, "rope_max_seq_len": 4}))
+        spec = {"model": str(model), "task": T2V, "prompt": PROMPT, "width": 128, "height": 128, "numFrames": 5}
+
+        code, message = run_inprocess(spec, {**s3_env, api.ENV_OUTPUT_BUCKET: bucket})
+
+        failure = api.RunnerFailure.model_validate(message)
+        assert code == api.ExitCode.INVALID_INPUT == failure.exit_code
+        assert failure.reason == api.Reason.INVALID_INPUT
+        assert api.ExitCode.INVALID_INPUT in api.NON_RETRYABLE_EXIT_CODES
+        assert failure.message.startswith("spec.width/spec.height/spec.numFrames: WanPipeline refused the inputs")
+        assert "before the first denoising step (128x128, 5 frames)" in failure.message
+        assert "shape" in failure.message, "the library's own message is kept"
+
+    def test_a_field_the_pipeline_would_drop_is_refused_by_name(
+        self,
+        family_model: Callable[[str], Path],
+        run_inprocess: RunInProcess,
+        s3_env: dict[str, str],
+        bucket: str,
+        tmp_path: Path,
+    ) -> None:
+        # A platform team's profile file (no code) says this model ignores negative prompts.
+        profiles = tmp_path / "profiles.yaml"
+        profiles.write_text("WanPipeline:\n  unsupportedFields:\n    negativePrompt: distilled without CFG\n")
+        model = family_model("wan-t2v")
+        spec = {"model": str(model), "task": T2V, "prompt": PROMPT, "negativePrompt": "blurry"}
+        env = {**s3_env, api.ENV_OUTPUT_BUCKET: bucket, "VIDEOGEN_MODEL_PROFILES": str(profiles)}
+
+        code, message = run_inprocess(spec, env)
+
+        failure = api.RunnerFailure.model_validate(message)
+        assert code == api.ExitCode.INVALID_INPUT
+        assert failure.message == "spec.negativePrompt: distilled without CFG; remove it or use another model"
+        assert "timings" not in message
