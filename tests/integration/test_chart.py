@@ -52,6 +52,8 @@ def test_rendered_objects_are_accepted_by_the_api_server(cluster: DevCluster, vi
         [
             "ServiceAccount",
             "ClusterRole",
+            "ClusterRole",  # aggregated into edit/admin
+            "ClusterRole",  # aggregated into view
             "ClusterRoleBinding",
             "ConfigMap",
             "Secret",
