@@ -172,9 +172,9 @@ class TestGrant:
         assert grant["poster"]["key"] == "videogen/team-a/clip-abc.mp4.poster.jpg"
         assert "multipart" not in grant and "image" not in grant and "model" not in grant
         assert store.multipart == []
-        # startup 600 + timeout 3600 + margin 300
-        assert store.seconds == {4500}
-        assert grant["expiresAt"] == "2026-01-01T01:15:00+00:00"
+        # startup 600 + timeout 3600 + cancel grace 3600 + margin 300
+        assert store.seconds == {8100}
+        assert grant["expiresAt"] == "2026-01-01T02:15:00+00:00"
 
     def test_large_video_gets_bounded_multipart_urls(self) -> None:
         grant, store = self.build(spec())
