@@ -47,8 +47,14 @@ class Presigner(Protocol):
 
 
 def grant_lifetime(spec: api.VideoGenJobSpec, settings: OperatorSettings) -> int:
-    """Seconds the URLs live: the job's own deadlines, never more than SigV4 allows."""
-    seconds = spec.startup_timeout_seconds + spec.timeout_seconds + settings.presign_margin_seconds
+    """Seconds the URLs live: the job's own deadlines (startup, run, and the longest it may stay
+    suspended before it is cancelled, since a resumed pod reuses the grant), never more than SigV4 allows."""
+    seconds = (
+        spec.startup_timeout_seconds
+        + spec.timeout_seconds
+        + settings.cancel_grace_seconds
+        + settings.presign_margin_seconds
+    )
     return min(seconds, api.MAX_PRESIGN_SECONDS)
 
 

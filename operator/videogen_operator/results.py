@@ -148,10 +148,9 @@ class ObjectStore:
         """Check the object at (bucket, key): present, written by `job_uid` (when given), and its
         SHA-256 known from the store's own checksum or from hashing it here."""
         uri = f"s3://{bucket}/{key}"
-        try:
-            head = self._head(bucket, key)
-        except (ClientError, BotoCoreError) as err:
-            raise VerificationError(f"{uri} could not be checked: {err}") from err
+        # A store that cannot answer raises (ClientError/BotoCoreError): the reconcile is retried
+        # on the next sweep instead of failing a job whose video may be fine.
+        head = self._head(bucket, key)
         if head is None:
             raise VerificationError(f"{uri} does not exist")
         owner = (head.get("Metadata") or {}).get(api.S3_METADATA_JOB_UID)
@@ -180,8 +179,10 @@ class ObjectStore:
             for chunk in body.iter_chunks(_HASH_CHUNK):
                 digest.update(chunk)
                 read += len(chunk)
-        except (ClientError, BotoCoreError) as err:
-            raise VerificationError(f"{uri} could not be read: {err}") from err
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") == "PreconditionFailed":
+                raise VerificationError(f"{uri} changed while it was verified") from err
+            raise
         if read != size:
             raise VerificationError(f"{uri} changed while it was verified")
         return digest.hexdigest()

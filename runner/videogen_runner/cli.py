@@ -133,6 +133,9 @@ def _generate_and_upload(
         started = time.monotonic()
         enter(api.Stage.UPLOADING)
         metadata = {api.S3_METADATA_SPEC_HASH: run_input.spec_hash}
+        if run_input.identity.uid:
+            # Under a grant the operator signs this in; with workload identity the runner sets it.
+            metadata[api.S3_METADATA_JOB_UID] = run_input.identity.uid
         out = run_input.output
         video = upload_file(
             s3,

@@ -18,6 +18,7 @@ import logging
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
@@ -98,6 +99,13 @@ class PresignedClient:
             raise InvalidInputError(f"{api.ENV_GRANT}: not valid JSON ({one_line(str(exc), 100)})") from exc
         if not isinstance(grant, dict) or "video" not in grant:
             raise InvalidInputError(f"{api.ENV_GRANT}: not a grant (no video entry)")
+        expires = grant.get("expiresAt")
+        if expires and datetime.fromisoformat(str(expires)) <= datetime.now(UTC):
+            # Checked before any GPU work: the URLs would be refused at upload time.
+            raise UploadError(
+                f"the job's presigned URLs expired at {expires} (it waited longer than its deadlines); "
+                "create the VideoGenJob again"
+            )
         return cls(grant)
 
     # ------------------------------------------------------------------ reads

@@ -124,3 +124,44 @@ class TestConcurrentRunners:
         waiter = next(r for r in results if not r["downloaded"])
         assert waiter["lock_wait_seconds"] >= 1.0, "the second runner waited for the first instead of racing it"
         assert local_files(Path(results[0]["path"])) == FILES
+
+
+class TestSyncThroughAGrant:
+    """In a cluster the runner has no keys: the operator lists the allowed prefix and presigns each file."""
+
+    def grant(self, s3: S3Server, bucket: str, model: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+        from datetime import UTC, datetime
+
+        from videogen_api import v1alpha1 as api
+        from videogen_operator import credentials
+        from videogen_operator.results import ObjectStore
+        from videogen_operator.settings import OperatorSettings
+
+        with monkeypatch.context() as mp:
+            for k, v in s3.env().items():
+                mp.setenv(k, v)
+            settings = OperatorSettings(
+                s3_endpoint=s3.endpoint_url, s3_bucket=bucket, allowed_model_prefixes=[f"s3://{bucket}/models/"]
+            )
+            spec = api.VideoGenJobSpec.model_validate(
+                {"model": model, "task": "text-to-video", "prompt": "a cat", "width": 64, "height": 64, "numFrames": 9}
+            )
+            return credentials.build_grant(
+                ObjectStore(settings), "team-a", "clip", "uid", spec, settings, "abc", datetime.now(UTC)
+            )
+
+    def test_sync_reads_exactly_the_granted_files(
+        self, s3: S3Server, s3_client: S3Client, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        publish(s3_client, bucket, "models/wan", FILES)
+        publish(s3_client, bucket, "models/other", {"secret.bin": b"not yours"})
+        grant = self.grant(s3, bucket, f"s3://{bucket}/models/wan", monkeypatch)
+        client = make_client({"VIDEOGEN_GRANT": json.dumps(grant)})
+
+        result = sync_prefix(client, f"s3://{bucket}/models/wan", tmp_path / "cache", POLICY, env={})
+        assert local_files(result.path) == FILES
+        again = sync_prefix(client, f"s3://{bucket}/models/wan", tmp_path / "cache", POLICY, env={})
+        assert again.downloaded == [] and again.unchanged == len(FILES)
+
+        with pytest.raises(ModelNotFoundError, match="no objects under that prefix"):
+            sync_prefix(client, f"s3://{bucket}/models/other", tmp_path / "cache", POLICY, env={})

@@ -293,3 +293,9 @@ class TestGrantedUploads:
     ) -> None:
         grant = grant_for(s3, bucket, monkeypatch)
         check_reachable(granted(grant), bucket, grant["video"]["key"], FAST)
+
+
+def test_an_expired_grant_fails_before_any_work() -> None:
+    grant = {"video": {"bucket": "b", "key": "k"}, "expiresAt": "2020-01-01T00:00:00+00:00"}
+    with pytest.raises(UploadError, match="expired at 2020-01-01"):
+        make_client({"VIDEOGEN_GRANT": json.dumps(grant)})

@@ -3,6 +3,8 @@ and reads s3:// images and models only where the policy allows."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -12,7 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from videogen_api import v1alpha1 as api
-from videogen_operator import credentials, policy
+from videogen_operator import credentials, policy, results
 from videogen_operator.manifests import JobRef
 from videogen_operator.settings import OperatorSettings, load_settings
 from videogen_operator.validation import SpecError, validate_spec
@@ -170,9 +172,9 @@ class TestGrant:
         assert grant["poster"]["key"] == "videogen/team-a/clip-abc.mp4.poster.jpg"
         assert "multipart" not in grant and "image" not in grant and "model" not in grant
         assert store.multipart == []
-        # startup 600 + timeout 3600 + margin 300
-        assert store.seconds == {4500}
-        assert grant["expiresAt"] == "2026-01-01T01:15:00+00:00"
+        # startup 600 + timeout 3600 + cancel grace 3600 + margin 300
+        assert store.seconds == {8100}
+        assert grant["expiresAt"] == "2026-01-01T02:15:00+00:00"
 
     def test_large_video_gets_bounded_multipart_urls(self) -> None:
         grant, store = self.build(spec())
@@ -194,3 +196,18 @@ class TestGrant:
     def test_lifetime_is_bounded_by_sigv4(self) -> None:
         s = spec(timeout_seconds=api.MAX_TIMEOUT_SECONDS, startup_timeout_seconds=api.MAX_TIMEOUT_SECONDS)
         assert credentials.grant_lifetime(s, settings()) == api.MAX_PRESIGN_SECONDS
+
+
+class TestStoreChecksum:
+    """Only a full-object SHA-256 the store computed counts; a multipart composite or metadata does not."""
+
+    def test_full_object_checksum_is_used(self) -> None:
+        digest = hashlib.sha256(b"video").digest()
+        head = {"ChecksumSHA256": base64.b64encode(digest).decode(), "ChecksumType": "FULL_OBJECT"}
+        assert results._store_sha256(head) == digest.hex()
+
+    def test_composite_and_metadata_are_not(self) -> None:
+        digest = base64.b64encode(hashlib.sha256(b"x").digest()).decode()
+        assert results._store_sha256({"ChecksumSHA256": f"{digest}-3", "ChecksumType": "COMPOSITE"}) is None
+        assert results._store_sha256({"ChecksumSHA256": digest, "ChecksumType": "COMPOSITE"}) is None
+        assert results._store_sha256({"Metadata": {api.S3_METADATA_SHA256: "ab" * 32}}) is None
