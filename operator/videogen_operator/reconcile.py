@@ -261,10 +261,12 @@ class Reconciler:
     ) -> None:
         """Transition `base` to (phase, reason, message) and write it if anything changed."""
         new, t = transition(base, phase, reason, message, p.now, p.generation)
+        earlier: list[Transition] = []
         if p.deferred is not None:
             # First sight of the job: one write carries Pending and what follows it.
+            earlier = [p.deferred] if t is not None else []
             t, force, p.deferred = t or p.deferred, True, None
-        p.status = self._write(p.body, p.body.get("status") or {}, new, t, p.outcome, force=force)
+        p.status = self._write(p.body, p.body.get("status") or {}, new, t, p.outcome, force=force, earlier=earlier)
 
     def _flush(self, p: _Pass) -> None:
         """Write the Pending status of a new job that nothing else moved in this pass."""
@@ -607,9 +609,13 @@ class Reconciler:
         outcome: Outcome,
         *,
         force: bool = False,
+        earlier: list[Transition] | None = None,
     ) -> dict[str, Any]:
         """Merge-patch status when it changed; throttled to one write per interval
-        unless the phase machine moved (a transition is never delayed)."""
+        unless the phase machine moved (a transition is never delayed).
+
+        `earlier` are transitions this same write also carries (a new job's Pending,
+        written together with its Queued): each gets its Event, in order."""
         if new == old:
             return old
         meta = body["metadata"]
@@ -629,16 +635,16 @@ class Reconciler:
         body["status"] = dict(written.get("status") or new)
         self.views.remember_vgj(written)
         self._last_write[key] = time.monotonic()
-        if t is not None:
-            outcome.transitions.append(t)
-            self.kube.post_event(body, t.event_type, t.reason, t.message)
+        for done in [*(earlier or []), *([t] if t is not None else [])]:
+            outcome.transitions.append(done)
+            self.kube.post_event(body, done.event_type, done.reason, done.message)
             log.info(
                 "%s/%s -> %s (%s)",
                 meta["namespace"],
                 meta["name"],
-                t.phase,
-                t.reason,
-                extra={"vgj": f"{meta['namespace']}/{meta['name']}", "phase": t.phase, "reason": t.reason},
+                done.phase,
+                done.reason,
+                extra={"vgj": f"{meta['namespace']}/{meta['name']}", "phase": done.phase, "reason": done.reason},
             )
         return new
 
