@@ -13,6 +13,7 @@ replica kopf's peering made active (activity.py).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import time
 from collections.abc import Hashable
@@ -45,6 +46,7 @@ FULL_SWEEP_EVERY = 12
 # Liveness fails when the sweep loop has not completed for this many periods.
 STALE_SWEEP_PERIODS = 6
 MIN_STALE_SWEEP_SECONDS = 60.0
+RECONCILE_THREADS = 16
 
 
 class Runtime:
@@ -206,6 +208,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: An
     # until that record expires, so keep the lifetime short.
     settings.peering.lifetime = ours.peering_lifetime_seconds
     settings.execution.max_workers = 16
+    # Reconciles run on the loop's default executor (asyncio.to_thread): enough threads
+    # that a burst of jobs is not serialised behind a few API round trips.
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(max_workers=RECONCILE_THREADS, thread_name_prefix="reconcile")
+    )
     views = Views(kwargs["vgj_index"], kwargs["job_index"], kwargs["pod_index"], kwargs["failed_create_index"])
     identity = str(memo.get("identity") or own_identity())
     priority = int(memo.get("priority") or start_priority())

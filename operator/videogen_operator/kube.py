@@ -12,6 +12,7 @@ rare cases that must not trust a cache (is a Job really gone?).
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import logging
 import socket
@@ -66,11 +67,19 @@ def is_refusal(err: BaseException) -> bool:
     )
 
 
+# Reconciles, admissions and event posts run on several threads at once: one pooled
+# connection each (the client's default pool would discard and reopen connections).
+CONNECTION_POOL_SIZE = 32
+
+
 def load_client_config() -> None:
     try:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
         config.load_kube_config()  # type: ignore[no-untyped-call]
+    configuration = client.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = CONNECTION_POOL_SIZE
+    client.Configuration.set_default(configuration)
 
 
 def _unless_missing(call: Callable[[], T]) -> T | None:
@@ -101,6 +110,9 @@ class Kube:
         self.scheduling: Any = client.SchedulingV1Api(self.api_client)
         self._priorities: dict[str, int] = {}
         self._instance = socket.gethostname()
+        # Events are posted off the reconcile's path: a courtesy must not add its latency
+        # to every transition (nor stall one when the API server is slow).
+        self._events = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="events")
 
     # ------------------------------------------------------------------ VideoGenJobs
 
@@ -247,7 +259,11 @@ class Kube:
     # ------------------------------------------------------------------ events
 
     def post_event(self, vgj: dict[str, Any], event_type: str, reason: str, message: str) -> None:
-        """A core/v1 Event on the VideoGenJob, shown by `kubectl describe vgj`."""
+        """A core/v1 Event on the VideoGenJob, shown by `kubectl describe vgj` (posted in the background,
+        in order per job as long as one job's transitions come from one thread at a time)."""
+        self._events.submit(self._post_event, vgj, event_type, reason, message)
+
+    def _post_event(self, vgj: dict[str, Any], event_type: str, reason: str, message: str) -> None:
         meta = vgj["metadata"]
         now = iso(now_utc())
         event = {

@@ -19,6 +19,7 @@ reconcile never takes the admission lock, so the two cannot deadlock.
 
 from __future__ import annotations
 
+import concurrent.futures
 import copy
 import logging
 import threading
@@ -27,6 +28,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import repeat
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -69,6 +71,8 @@ from videogen_operator.views import Views, slim_job, vgj_owner_uid
 
 log = logging.getLogger(__name__)
 Phase = api.Phase
+# Jobs started at once by one admission pass (each is a few API round trips).
+ADMIT_PARALLELISM = 8
 Reason = api.Reason
 
 
@@ -195,6 +199,7 @@ class Reconciler:
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._admission_lock = threading.Lock()
+        self._starter = concurrent.futures.ThreadPoolExecutor(max_workers=ADMIT_PARALLELISM, thread_name_prefix="admit")
         self._last_write: dict[tuple[str, str], float] = {}
 
     def _lock(self, key: tuple[str, str]) -> threading.Lock:
@@ -263,10 +268,12 @@ class Reconciler:
     ) -> None:
         """Transition `base` to (phase, reason, message) and write it if anything changed."""
         new, t = transition(base, phase, reason, message, p.now, p.generation)
+        earlier: list[Transition] = []
         if p.deferred is not None:
             # First sight of the job: one write carries Pending and what follows it.
+            earlier = [p.deferred] if t is not None else []
             t, force, p.deferred = t or p.deferred, True, None
-        p.status = self._write(p.body, p.body.get("status") or {}, new, t, p.outcome, force=force)
+        p.status = self._write(p.body, p.body.get("status") or {}, new, t, p.outcome, force=force, earlier=earlier)
         if t is not None and phase in api.TERMINAL_PHASES and p.status is new and new.get("jobName"):
             # The runner is done: its presigned URLs go with it.
             self.outputs.release(p.ref, p.parsed, p.digest)
@@ -589,9 +596,13 @@ class Reconciler:
         outcome: Outcome,
         *,
         force: bool = False,
+        earlier: list[Transition] | None = None,
     ) -> dict[str, Any]:
         """Merge-patch status when it changed; throttled to one write per interval
-        unless the phase machine moved (a transition is never delayed)."""
+        unless the phase machine moved (a transition is never delayed).
+
+        `earlier` are transitions this same write also carries (a new job's Pending,
+        written together with its Queued): each gets its Event, in order."""
         if new == old:
             return old
         meta = body["metadata"]
@@ -612,16 +623,16 @@ class Reconciler:
         self.views.remember_vgj(written)
         self._last_write[key] = time.monotonic()
         metrics.status_written(body, old, new, t)
-        if t is not None:
-            outcome.transitions.append(t)
-            self.kube.post_event(body, t.event_type, t.reason, t.message)
+        for done in [*(earlier or []), *([t] if t is not None else [])]:
+            outcome.transitions.append(done)
+            self.kube.post_event(body, done.event_type, done.reason, done.message)
             log.info(
                 "%s/%s -> %s (%s)",
                 meta["namespace"],
                 meta["name"],
-                t.phase,
-                t.reason,
-                extra={"vgj": f"{meta['namespace']}/{meta['name']}", "phase": t.phase, "reason": t.reason},
+                done.phase,
+                done.reason,
+                extra={"vgj": f"{meta['namespace']}/{meta['name']}", "phase": done.phase, "reason": done.reason},
             )
         return new
 
@@ -675,10 +686,13 @@ class Reconciler:
                 self.settings.namespace_share_percent,
             )
             plan = plan_admission(waiting, running, self.settings.max_running, per_ns)
-            for key in plan.admit:
-                try:
-                    self._admit_one(key, jobs_by_owner)
-                except Exception as err:
+            # The plan is fixed under the admission lock; the jobs it admits start in
+            # parallel (each under its own lock), so a burst does not queue behind one
+            # API round trip per job. The lock is held until all are created, so the
+            # next pass counts them.
+            errors = self._starter.map(self._admit_safely, plan.admit, repeat(jobs_by_owner))
+            for key, err in zip(plan.admit, errors, strict=True):
+                if err is not None:
                     log.warning("admitting %s/%s failed, retrying later: %s", key[0], key[1], err)
             exact = self.settings.queue_positions_exact
             for key, position in plan.positions.items():
@@ -686,6 +700,13 @@ class Reconciler:
                     self._update_position(key, position, exact, per_ns)
                 except Exception as err:
                     log.warning("queue position of %s/%s not written: %s", key[0], key[1], err)
+
+    def _admit_safely(self, key: tuple[str, str], jobs_by_owner: dict[str, dict[str, Any]]) -> BaseException | None:
+        try:
+            self._admit_one(key, jobs_by_owner)
+        except Exception as err:  # one job's trouble never stops the pass
+            return err
+        return None
 
     def _holds_gpus(self, job: dict[str, Any]) -> bool:
         meta = job.get("metadata") or {}

@@ -23,7 +23,7 @@ from videogen_api import v1alpha1 as api
 from .errors import TerminatedError, failure_for
 from .progress import ProgressReporter, make_sink
 from .render import StageClock
-from .result import emit
+from .result import emit, record_on_status
 from .spec_input import RunInput, load_run_input
 
 log = logging.getLogger("videogen_runner")
@@ -209,5 +209,6 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         (result.output.sha256 or "")[:12],
         result.timings.total or 0.0,
     )
+    record_on_status(result, env)
     emit(result, termination_log)
     return 0

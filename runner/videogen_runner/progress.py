@@ -139,12 +139,16 @@ class KubeStatusSink:
         self._checked = True
 
     def write(self, progress: api.Progress) -> None:
+        # Every field, unset ones as null: a merge patch would otherwise keep stale values
+        # from the previous write (e.g. a step count while loading).
+        self.write_status({"progress": progress.model_dump(by_alias=True, mode="json")})
+
+    def write_status(self, fields: dict[str, Any]) -> None:
+        """Merge-patch these status fields of this run's own VideoGenJob (never a namesake's)."""
         if self._stale:
             raise StaleJobError(f"{self.namespace}/{self.name} belongs to another run; not writing")
         self._check_same_job()
-        # Every field, unset ones as null: a merge patch would otherwise keep stale values
-        # from the previous write (e.g. a step count while loading).
-        body: dict[str, Any] = {"status": {"progress": progress.model_dump(by_alias=True, mode="json")}}
+        body: dict[str, Any] = {"status": fields}
         self._api.patch_namespaced_custom_object_status(
             api.GROUP,
             api.VERSION,

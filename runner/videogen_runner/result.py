@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TextIO
 
@@ -57,3 +58,24 @@ def emit(model: api.RunnerResult | api.RunnerFailure, termination_log: Path, std
     out.write(text + "\n")
     out.flush()
     return text
+
+
+def record_on_status(result: api.RunnerResult, env: Mapping[str, str]) -> bool:
+    """Also record the result on the VideoGenJob (`status.runnerResult`), before the pod exits.
+
+    The termination message dies with the pod, and the pod with its Job's TTL: an operator
+    that was down or busy then would otherwise find an uploaded video and no result. The
+    operator treats this copy as untrusted and verifies the object before accepting it.
+    Best effort: a failure here is logged; the termination message still carries the result."""
+    from .progress import KubeStatusSink, make_sink
+    from .spec_input import JobIdentity
+
+    sink = make_sink(JobIdentity.from_env(env), env)
+    if not isinstance(sink, KubeStatusSink):
+        return False
+    try:
+        sink.write_status({"runnerResult": fit_result(result).to_wire()})
+    except Exception as exc:  # the result is also in the termination message
+        log.warning("could not record the result on %s/%s: %s", sink.namespace, sink.name, exc)
+        return False
+    return True

@@ -77,20 +77,21 @@ def test_delete_removes_job_pods_and_outputs_with_delete_policy(
     wait_until(lambda: jobs.runner_jobs() == [], what="the runner Job to be garbage-collected")
     wait_until(lambda: pods(devcluster, namespace) == [], what="the runner pods to be garbage-collected")
 
-    def runner_rbac() -> str:
-        out = devcluster.kubectl(
-            "get",
-            "serviceaccounts,roles,rolebindings",
-            "-n",
-            namespace,
-            "-l",
-            "app.kubernetes.io/managed-by=videogen-operator",
-            "-o",
-            "name",
-        )
-        return str(out.stdout.strip())
-
-    wait_until(lambda: runner_rbac() == "", what="the runner's ServiceAccount, Role and RoleBinding to be collected")
+    # Runner RBAC is one ServiceAccount/Role/RoleBinding per namespace, shared by its jobs:
+    # nothing per job is left behind, and the shared set carries no owner that could go.
+    out = devcluster.kubectl(
+        "get",
+        "serviceaccounts,roles,rolebindings",
+        "-n",
+        namespace,
+        "-l",
+        "app.kubernetes.io/managed-by=videogen-operator",
+        "-o",
+        "json",
+    )
+    rbac = json.loads(out.stdout)["items"]
+    assert sorted(o["kind"] for o in rbac) == ["Role", "RoleBinding", "ServiceAccount"]
+    assert {o["metadata"]["name"] for o in rbac} == {"videogen-runner"}
 
 
 def test_delete_while_running_stops_the_runner(

@@ -1,0 +1,324 @@
+"""Operator at scale: a burst of jobs on top of many resident ones, counted at the API server.
+
+Real kube-apiserver, etcd, controller-manager and scheduler (the dev cluster's), a real S3
+server, and the real operator process, cluster-wide. No GPU: runner pods land on a
+"fast" GPU node (devcluster/videogen_devcluster/fastnode.py) that reports each pod
+Running and then Succeeded with a runner result, as the runner would.
+
+1. RESIDENT finished VideoGenJobs are created first (their status set to Succeeded), then
+   the operator starts: its RSS with them in its views is recorded once it is idle.
+2. BURST new VideoGenJobs are created at once (spread over a few namespaces, no cap, so
+   every job is "under the cap"): create→Job latency from a watch on runner Jobs, time
+   until every one is Succeeded, and every request the operator made in between, read
+   from the API server's audit log (the operator has its own audited user).
+
+Sizes: VIDEOGEN_BENCH_RESIDENT (default 5000) and VIDEOGEN_BENCH_BURST (default 1000).
+Results: bench/results/operator-scale.json (the sizes actually run are recorded with them).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import platform
+import statistics
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import yaml
+
+from videogen_api import v1alpha1 as api
+from videogen_devcluster.audit import AuditedControlPlane
+from videogen_devcluster.binaries import REPO_ROOT
+from videogen_devcluster.fastnode import FAST_NODE_LABEL, FastGpuNode
+from videogen_devcluster.kubeapi import new_client
+from videogen_devcluster.operator_process import OperatorProcess, free_port
+from videogen_devcluster.s3 import S3Server
+
+RESULTS = Path(__file__).parent / "results"
+RESIDENT = int(os.environ.get("VIDEOGEN_BENCH_RESIDENT", "5000"))
+BURST = int(os.environ.get("VIDEOGEN_BENCH_BURST", "1000"))
+NAMESPACES = 4
+BUCKET = "videos"
+DRAIN_TIMEOUT = float(os.environ.get("VIDEOGEN_BENCH_DRAIN_TIMEOUT", "1800"))
+GOALS = {"p99_create_to_job_s": 1.0, "api_requests_per_job": 15, "status_writes_per_job": 8, "rss_mib_resident": 250}
+
+pytestmark = pytest.mark.cluster
+
+
+def manifest(name: str, namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": api.API_VERSION,
+        "kind": api.KIND,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "model": "hf://videogen-demo/tiny-wan-t2v",
+            "task": "text-to-video",
+            "prompt": f"bench job {name}",
+            "preset": "fast",
+            "cache": False,
+        },
+    }
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+class JobWatch:
+    """When each runner Job appeared (monotonic), by owner name, from a watch on Jobs."""
+
+    def __init__(self, api_client: Any) -> None:
+        from kubernetes import client
+
+        self.batch = client.BatchV1Api(api_client)
+        self.seen: dict[tuple[str, str], float] = {}
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+        assert self._ready.wait(30)
+
+    def _run(self) -> None:
+        from kubernetes import watch
+
+        selector = f"{api.LABEL_MANAGED_BY}={api.MANAGED_BY}"
+        rv = self.batch.list_job_for_all_namespaces(label_selector=selector).metadata.resource_version
+        while not self._stop.is_set():
+            self._ready.set()
+            w = watch.Watch()  # type: ignore[no-untyped-call]
+            try:
+                for event in w.stream(
+                    self.batch.list_job_for_all_namespaces,
+                    label_selector=selector,
+                    resource_version=rv,
+                    timeout_seconds=60,
+                ):
+                    obj = event["object"]
+                    rv = obj.metadata.resource_version
+                    owner = (obj.metadata.annotations or {}).get(f"{api.GROUP}/owner")
+                    if event["type"] == "ADDED" and owner:
+                        self.seen.setdefault((obj.metadata.namespace, owner), time.monotonic())
+                    if self._stop.is_set():
+                        break
+            except Exception:
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def test_operator_scale(tmp_path: Path) -> None:
+    cp = AuditedControlPlane(tmp_path / "cp")
+    cp.start()
+    s3 = S3Server(tmp_path / "s3", binaries=cp.binaries)
+    s3.start()
+    node: FastGpuNode | None = None
+    op: OperatorProcess | None = None
+    admin = new_client(cp.kubeconfig_path)
+    try:
+        s3c = s3.client()
+        s3c.create_bucket(Bucket=BUCKET)
+        for args in (
+            ["apply", "--server-side", "-f", str(REPO_ROOT / "crds")],
+            ["wait", "--for=condition=Established", "--timeout=60s", "crd", "--all"],
+            ["create", "namespace", "videogen-system"],
+        ):
+            assert cp.kubectl(*args).returncode == 0
+        peering = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "videogen-operator"}}
+        assert cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(peering)).returncode == 0
+        s3env = s3.env()
+        assert (
+            cp.kubectl(
+                "create",
+                "secret",
+                "generic",
+                "videogen-s3",
+                "-n",
+                "videogen-system",
+                f"--from-literal=AWS_ACCESS_KEY_ID={s3env['AWS_ACCESS_KEY_ID']}",
+                f"--from-literal=AWS_SECRET_ACCESS_KEY={s3env['AWS_SECRET_ACCESS_KEY']}",
+            ).returncode
+            == 0
+        )
+        namespaces = [f"bench-{i}" for i in range(NAMESPACES)]
+        for ns in [*namespaces, "resident"]:
+            assert cp.kubectl("create", "namespace", ns).returncode == 0
+        node = FastGpuNode(cp.kubeconfig_path, state_dir=tmp_path / "node", s3_client=s3c)
+        node.start()
+
+        from kubernetes import client
+
+        custom = client.CustomObjectsApi(admin)
+
+        # ---- 1. resident, finished jobs
+        started = time.monotonic()
+
+        def resident(i: int) -> None:
+            name = f"done-{i:05d}"
+            custom.create_namespaced_custom_object(
+                api.GROUP, api.VERSION, "resident", api.PLURAL, manifest(name, "resident")
+            )
+            custom.patch_namespaced_custom_object_status(
+                api.GROUP,
+                api.VERSION,
+                "resident",
+                api.PLURAL,
+                name,
+                {
+                    "status": {
+                        "phase": "Succeeded",
+                        "reason": "Succeeded",
+                        "message": "finished before the benchmark",
+                        "output": {"uri": f"s3://{BUCKET}/videogen/resident/{name}.mp4", "sizeBytes": 1},
+                    }
+                },
+            )
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(pool.map(resident, range(RESIDENT)))
+        resident_seconds = time.monotonic() - started
+
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(cp.audited_kubeconfig_path),
+            "PATH": cp.binaries.path_env(),
+            "VIDEOGEN_NAMESPACES": "",
+            "VIDEOGEN_OPERATOR_NAMESPACE": "videogen-system",
+            "VIDEOGEN_S3_ENDPOINT": s3.endpoint_url,
+            "VIDEOGEN_S3_BUCKET": BUCKET,
+            "VIDEOGEN_MAX_RUNNING": "0",
+            "VIDEOGEN_DEFAULT_NODE_SELECTOR": json.dumps({FAST_NODE_LABEL: "true"}),
+            "VIDEOGEN_RUNNER_CPU_REQUEST": "10m",
+            "VIDEOGEN_RUNNER_MEMORY_REQUEST": "16Mi",
+            "VIDEOGEN_LIVENESS_PORT": str(free_port()),
+            "VIDEOGEN_PEERING_LIFETIME_SECONDS": "10",
+            "VIDEOGEN_LOG_LEVEL": os.environ.get("VIDEOGEN_BENCH_OPERATOR_LOG_LEVEL", "WARNING"),
+            **{k: v for k, v in s3env.items() if k.startswith("AWS_")},
+        }
+        op = OperatorProcess(env, tmp_path / "operator.log")
+        op_started = time.monotonic()
+        op.start(timeout=300)
+        assert op.proc is not None
+        proc = psutil.Process(op.proc.pid)
+        time.sleep(15)  # initial lists done, first sweeps over: idle with everything in view
+        rss_resident = proc.memory_info().rss
+        startup_requests = cp.count_requests()
+        cpu_before = sum(proc.cpu_times()[:2])
+
+        # ---- 2. the burst
+        watch = JobWatch(admin)
+        watch.start()
+        offset = cp.audit_offset()
+        created: dict[tuple[str, str], float] = {}
+        peak_rss = [proc.memory_info().rss]
+        sampling = threading.Event()
+
+        def sample() -> None:
+            while not sampling.is_set():
+                peak_rss.append(proc.memory_info().rss)
+                time.sleep(0.5)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        burst_start = time.monotonic()
+
+        def submit(i: int) -> None:
+            ns = namespaces[i % NAMESPACES]
+            name = f"burst-{i:05d}"
+            custom.create_namespaced_custom_object(api.GROUP, api.VERSION, ns, api.PLURAL, manifest(name, ns))
+            created[(ns, name)] = time.monotonic()
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(pool.map(submit, range(BURST)))
+        submitted = time.monotonic() - burst_start
+
+        def phases() -> Counter[str]:
+            out: Counter[str] = Counter()
+            for ns in namespaces:
+                items = custom.list_namespaced_custom_object(api.GROUP, api.VERSION, ns, api.PLURAL)["items"]
+                out.update((i.get("status") or {}).get("phase") or "None" for i in items)
+            return out
+
+        deadline = burst_start + DRAIN_TIMEOUT
+        counts = phases()
+        while counts["Succeeded"] + counts["Failed"] < BURST and time.monotonic() < deadline:
+            time.sleep(2)
+            counts = phases()
+        drain_seconds = time.monotonic() - burst_start
+        time.sleep(3)  # the last writes and events land in the audit log
+        sampling.set()
+        sampler.join()
+        watch.stop()
+        cpu_burst = sum(proc.cpu_times()[:2]) - cpu_before
+        requests = cp.count_requests(since=offset)
+        rss_after = proc.memory_info().rss
+        logs_tail = op.logs()[-3000:]
+    finally:
+        if op is not None:
+            op.stop()
+        if node is not None:
+            node.stop()
+        s3.stop()
+        admin.close()  # type: ignore[no-untyped-call]
+        cp.stop()
+
+    latencies = [watch.seen[k] - t for k, t in created.items() if k in watch.seen]
+    by_verb: Counter[str] = Counter()
+    for (verb, _resource), n in requests.items():
+        by_verb[verb] += n
+    total_requests = sum(requests.values())
+    status_writes = requests.get(("patch", "videogenjobs/status"), 0)
+    succeeded = counts["Succeeded"]
+    result = {
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+            "note": "shared with other processes during the run; API server, etcd, controllers and operator on one host",
+        },
+        "sizes": {"resident_jobs": RESIDENT, "burst_jobs": BURST, "namespaces": NAMESPACES, "cap": "none"},
+        "create_to_job_seconds": {
+            "p50": round(statistics.median(latencies), 3) if latencies else None,
+            "p99": round(percentile(latencies, 99), 3) if latencies else None,
+            "max": round(max(latencies), 3) if latencies else None,
+            "jobs_measured": len(latencies),
+        },
+        "api_requests_per_job": round(total_requests / BURST, 2),
+        "api_requests_per_job_by_verb": {v: round(n / BURST, 2) for v, n in sorted(by_verb.items())},
+        "api_requests_by_verb_and_resource": {f"{v} {r}": n for (v, r), n in sorted(requests.items())},
+        "status_writes_per_job": round(status_writes / BURST, 2),
+        "startup_requests": {f"{v} {r}": n for (v, r), n in sorted(startup_requests.items())},
+        "operator_rss_mib": {
+            "idle_with_resident_jobs": round(rss_resident / 2**20, 1),
+            "peak_during_burst": round(max(peak_rss) / 2**20, 1),
+            "after_burst": round(rss_after / 2**20, 1),
+        },
+        "operator_cpu_seconds_burst": round(cpu_burst, 1),
+        "jobs_lost": BURST - succeeded,
+        "phases_at_end": dict(counts),
+        "seconds": {
+            "create_resident": round(resident_seconds, 1),
+            "operator_start": round(op_started and (burst_start - op_started), 1),
+            "submit_burst": round(submitted, 1),
+            "drain": round(drain_seconds, 1),
+        },
+        "goals": GOALS,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "operator-scale.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    assert result["jobs_lost"] == 0, f"{counts}\n{logs_tail}"

@@ -1,0 +1,332 @@
+"""Reconcile and admission from the views: no reads from the API, bounded writes, errors kept
+with their job. The fake API below records calls and answers the way the API server does
+(409 on a second create, 422 with a Status message for a refused object); the integration
+tests run the same paths against the real API server."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from videogen_api import v1alpha1 as api
+from videogen_operator import manifests
+from videogen_operator.manifests import JobRef
+from videogen_operator.reconcile import Reconciler, needs_timer
+from videogen_operator.settings import OperatorSettings
+from videogen_operator.views import Views, slim_job, slim_pod
+
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+NS = "team-a"
+
+
+def stamp(dt: datetime) -> str:
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class RecordingApi:
+    def __init__(self, refuse: set[str] | None = None) -> None:
+        self.refuse = refuse or set()
+        self.created: list[dict[str, Any]] = []
+        self.patches: list[tuple[str, dict[str, Any]]] = []
+        self.events: list[tuple[str, str, str]] = []
+        self.deleted_jobs: list[str] = []
+        self.gets: list[str] = []
+        self.rv = 100
+        self.statuses: dict[str, dict[str, Any]] = {}
+        self.specs: dict[str, dict[str, Any]] = {}
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        name = obj["metadata"]["name"]
+        if any(c["kind"] == obj["kind"] and c["metadata"]["name"] == name for c in self.created):
+            return None
+        self.rv += 1
+        created = json.loads(json.dumps(obj))
+        created["metadata"].update(uid=f"uid-{name}", resourceVersion=str(self.rv), creationTimestamp=stamp(NOW))
+        self.created.append(created)
+        return created
+
+    def patch_vgj_status(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
+    ) -> dict[str, Any]:
+        self.patches.append((name, status))
+        self.rv += 1
+        merged = dict(self.statuses.get(name, {}))
+        for key, value in status.items():  # a JSON merge patch: null removes the field
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        self.statuses[name] = merged
+        meta = {"namespace": namespace, "name": name, "uid": f"uid-{name}", "resourceVersion": str(self.rv)}
+        return {"metadata": meta, "spec": self.specs.get(name, {}), "status": merged}
+
+    def post_event(self, vgj: dict[str, Any], event_type: str, reason: str, message: str) -> None:
+        self.events.append((vgj["metadata"]["name"], event_type, reason))
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.gets.append(name)
+        return None
+
+    def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return {"metadata": {"name": name, "namespace": namespace}, "data": {}}
+
+    def priority_of(self, class_name: str | None) -> int:
+        return 0
+
+    def priority_class_exists(self, class_name: str) -> bool:
+        return True
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        self.deleted_jobs.append(name)
+
+    def jobs_created(self) -> list[str]:
+        return [c["metadata"]["name"] for c in self.created if c["kind"] == "Job"]
+
+
+def refused(body: str) -> ApiException:
+    err = ApiException(status=422, reason="Unprocessable Entity")
+    err.body = body
+    return err
+
+
+class RefusingApi(RecordingApi):
+    def create(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        name = obj["metadata"]["name"]
+        if obj["kind"] == "Job" and name in self.refuse:
+            raise refused(json.dumps({"message": f'Job.batch "{name}" is invalid: tolerationSeconds: forbidden'}))
+        return super().create(obj)
+
+
+def vgj(name: str, minute: int = 0, status: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
+    body_spec = {"model": "hf://org/tiny", "task": "text-to-video", "prompt": "a cat", "seed": 1}
+    body_spec.update(spec)
+    return {
+        "metadata": {
+            "namespace": NS,
+            "name": name,
+            "uid": f"uid-{name}",
+            "resourceVersion": "1",
+            "generation": 1,
+            "creationTimestamp": stamp(NOW + timedelta(minutes=minute)),
+        },
+        "spec": body_spec,
+        "status": status or {},
+    }
+
+
+def queued(name: str, minute: int = 0, **spec: Any) -> dict[str, Any]:
+    return vgj(name, minute, {"phase": "Queued", "reason": "Queued", "specHash": "h", "attempts": 0}, **spec)
+
+
+def setup(
+    bodies: list[dict[str, Any]],
+    jobs: dict[str, list[dict[str, Any]]] | None = None,
+    pods: dict[str, list[dict[str, Any]]] | None = None,
+    api_: RecordingApi | None = None,
+    **settings: Any,
+) -> tuple[Reconciler, RecordingApi]:
+    index = {(b["metadata"]["namespace"], b["metadata"]["name"]): [b] for b in bodies}
+    views = Views(index, jobs or {}, pods or {})
+    fake = api_ or RecordingApi()
+    fake.statuses = {b["metadata"]["name"]: dict(b["status"]) for b in bodies}
+    fake.specs = {b["metadata"]["name"]: b["spec"] for b in bodies}
+    s = OperatorSettings(s3_bucket="videos", status_min_interval_seconds=0, **settings)
+    return Reconciler(fake, s, None, clock=lambda: NOW, views=views), fake  # type: ignore[arg-type]
+
+
+def ref(body: dict[str, Any]) -> JobRef:
+    m = body["metadata"]
+    return JobRef(m["namespace"], m["name"], m["uid"])
+
+
+def status_of(r: Reconciler, name: str) -> dict[str, Any]:
+    found = r.views.vgj(NS, name)
+    assert found is not None
+    return dict(found["status"])
+
+
+def test_a_refused_job_fails_with_the_api_message_and_the_job_behind_it_starts() -> None:
+    bad, good = queued("bad", 0), queued("good", 1)
+    r, fake = setup([bad, good], api_=RefusingApi(refuse={manifests.child_name(ref(bad))}), max_running=1)
+    r.admit()
+    s = status_of(r, "bad")
+    assert (s["phase"], s["reason"]) == ("Failed", "CreateFailed")
+    assert "tolerationSeconds: forbidden" in s["message"] and "Job" in s["message"]
+    assert ("bad", "Warning", "CreateFailed") in fake.events
+    r.admit()  # the terminal transition kicks the next pass
+    assert fake.jobs_created() == [manifests.child_name(ref(good))]
+    assert status_of(r, "good")["reason"] == "PodStarting"
+
+
+def test_a_tenant_job_with_the_operator_labels_does_not_take_a_slot() -> None:
+    waiting = queued("mine")
+    fake_owner = {"metadata": {"name": "lookalike", "namespace": NS, "uid": "x"}, "spec": {}, "status": {"active": 1}}
+    # Owned by (claims) the waiting job's uid, but not under the name the operator derives.
+    r, fake = setup([waiting], jobs={"uid-mine": [slim_job(fake_owner)]}, max_running=1)
+    r.admit()
+    assert fake.jobs_created() == [manifests.child_name(ref(waiting))]
+
+
+def test_system_priority_classes_are_refused_naming_the_field() -> None:
+    body = vgj("vip", resources={"priorityClassName": "system-node-critical"})
+    r, fake = setup([body])
+    r.reconcile(NS, "vip")
+    s = status_of(r, "vip")
+    assert (s["phase"], s["reason"]) == ("Failed", "ValidationFailed")
+    assert s["message"].startswith("spec.resources.priorityClassName:")
+    assert fake.created == []
+
+
+def test_allow_list_limits_priority_classes_per_namespace() -> None:
+    body = vgj("prio", resources={"priorityClassName": "batch-high"})
+    r, _ = setup([body], allowed_priority_classes={NS: ["batch-low"]})
+    r.reconcile(NS, "prio")
+    assert "not allowed in namespace" in status_of(r, "prio")["message"]
+
+
+def test_a_new_job_is_written_once_with_both_events() -> None:
+    r, fake = setup([vgj("fresh")])
+    r.reconcile(NS, "fresh")
+    assert len(fake.patches) == 1, "Pending and Queued go out in one write"
+    assert [e[2] for e in fake.events] == ["Created", "Queued"]
+    assert status_of(r, "fresh")["phase"] == "Queued"
+
+
+def test_queue_positions_cost_a_bounded_number_of_writes() -> None:
+    holder = vgj("holder", 0, {"phase": "Running", "reason": "Running", "jobName": "x"})
+    job = slim_job(
+        {
+            "metadata": {"name": manifests.child_name(ref(holder)), "namespace": NS, "uid": "j"},
+            "spec": {"template": {"spec": {"containers": [{"resources": {"limits": {"nvidia.com/gpu": "1"}}}]}}},
+            "status": {"active": 1},
+        }
+    )
+    waiting = [queued(f"w{i:02d}", i + 1) for i in range(40)]
+    r, fake = setup([holder, *waiting], jobs={"uid-holder": [job]}, max_running=1, queue_positions_exact=3)
+    r.admit()
+    assert fake.created == []
+    assert sorted(name for name, _ in fake.patches) == ["w00", "w01", "w02"]
+    assert status_of(r, "w02")["queuePosition"] == 3
+    assert "queuePosition" not in status_of(r, "w03")
+    before = len(fake.patches)
+    r.admit()
+    assert len(fake.patches) == before, "nothing moved, nothing written"
+
+
+def _pod(name: str, created: datetime, **status: Any) -> dict[str, Any]:
+    return slim_pod(
+        {"metadata": {"name": name, "namespace": NS, "creationTimestamp": stamp(created)}, "status": status}
+    )
+
+
+def test_a_disruption_keeps_a_job_that_has_run_running_and_is_not_an_attempt() -> None:
+    body = vgj(
+        "drained",
+        status={"phase": "Running", "reason": "Running", "startTime": stamp(NOW), "attempts": 1, "jobName": "j"},
+        startupTimeoutSeconds=60,
+    )
+    job_name = manifests.child_name(ref(body))
+    job = slim_job(
+        {
+            "metadata": {"name": job_name, "namespace": NS, "uid": "job-uid", "creationTimestamp": stamp(NOW)},
+            "status": {"active": 1, "failed": 0},
+        }
+    )
+    evicted = _pod(
+        "p1",
+        NOW - timedelta(minutes=30),
+        phase="Failed",
+        conditions=[{"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"}],
+    )
+    waiting = _pod(
+        "p2",
+        NOW - timedelta(minutes=10),  # far past startupTimeoutSeconds: the GPU is busy
+        phase="Pending",
+        conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/1 GPUs"}],
+    )
+    r, fake = setup([body], jobs={"uid-drained": [job]}, pods={"job-uid": [evicted, waiting]})
+    r.reconcile(NS, "drained")
+    s = status_of(r, "drained")
+    assert (s["phase"], s["reason"]) == ("Running", "Retrying"), s
+    assert s["attempts"] == 1
+    assert "disrupted" in s["message"] and "Unschedulable" in s["message"]
+    assert fake.deleted_jobs == []
+
+
+def test_a_job_that_never_ran_times_out_from_its_current_pods_creation() -> None:
+    body = vgj(
+        "slow",
+        status={"phase": "Queued", "reason": "PodStarting", "attempts": 0, "jobName": "j"},
+        startupTimeoutSeconds=300,
+    )
+    job = slim_job(
+        {
+            "metadata": {
+                "name": manifests.child_name(ref(body)),
+                "namespace": NS,
+                "uid": "job-uid",
+                "creationTimestamp": stamp(NOW - timedelta(hours=1)),
+            },
+            "status": {"active": 1, "startTime": stamp(NOW - timedelta(hours=1))},
+        }
+    )
+    fresh = _pod("p2", NOW - timedelta(seconds=30), phase="Pending")
+    r, _ = setup([body], jobs={"uid-slow": [job]}, pods={"job-uid": [fresh]})
+    r.reconcile(NS, "slow")
+    assert status_of(r, "slow")["reason"] == "PodStarting", "30 s into its pod's life, not an hour into the Job's"
+
+
+RESULT = {
+    "output": {"uri": "s3://videos/videogen/team-a/kept.mp4", "sizeBytes": 10, "sha256": "ab", "format": "mp4"},
+    "seed": 1,
+    "timings": {"total": 1.0},
+    "memoryMode": "none (cpu)",
+    "adjustments": [],
+    "specHash": "h",
+}
+
+
+def test_a_result_recorded_on_the_job_survives_the_job_being_collected() -> None:
+    body = vgj(
+        "kept",
+        status={
+            "phase": "Running",
+            "reason": "Running",
+            "jobName": "gone",
+            "startTime": stamp(NOW),
+            "runnerResult": RESULT,
+        },
+    )
+    r, _ = setup([body])
+    r.reconcile(NS, "kept")
+    s = status_of(r, "kept")
+    assert (s["phase"], s["reason"]) == ("Succeeded", "Succeeded")
+    assert s["output"]["uri"] == RESULT["output"]["uri"]
+
+
+def test_job_missing_only_when_neither_the_job_nor_a_result_exists() -> None:
+    body = vgj("lost", status={"phase": "Running", "reason": "Running", "jobName": "gone", "startTime": stamp(NOW)})
+    r, fake = setup([body])
+    r.reconcile(NS, "lost")
+    assert fake.gets == ["gone"], "the view may lag: the API server is asked once before calling it lost"
+    assert status_of(r, "lost")["reason"] == "JobMissing"
+
+
+def test_the_sweep_visits_only_jobs_whose_state_moves_with_time() -> None:
+    assert needs_timer(vgj("new"))
+    assert needs_timer(vgj("s", status={"phase": "Queued", "reason": "PodStarting"}))
+    assert needs_timer(vgj("r", status={"phase": "Running", "reason": "Retrying"}))
+    assert not needs_timer(queued("q"))
+    assert not needs_timer(vgj("run", status={"phase": "Running", "reason": "Running"}))
+    assert not needs_timer(vgj("done", status={"phase": "Succeeded", "reason": "Succeeded"}))
+
+
+def test_no_api_reads_on_a_reconcile() -> None:
+    r, fake = setup([queued("idle")])
+    for _ in range(5):
+        r.reconcile(NS, "idle")
+    assert fake.gets == [] and fake.created == []
+    assert api.Reason.CREATE_FAILED == "CreateFailed"
