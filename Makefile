@@ -6,7 +6,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help uv venv binaries crds lint test unit integration demo bench clean
+.PHONY: help uv venv binaries tools crds lint test unit integration demo bench clean
 
 help:
 	@echo "make demo   - bring up the local control plane, S3, GPU node and operator; run a VideoGenJob"
@@ -28,6 +28,10 @@ venv: uv
 binaries:
 	@hack/build-binaries.sh >/dev/null
 
+# promtool and the gopher-lua health harness: a cache of their own, so the cluster binaries never rebuild for them.
+tools:
+	@hack/build-tools.sh >/dev/null
+
 crds: venv
 	$(PY) -m videogen_api.crd --out crds/videogenjobs.yaml
 	cp crds/videogenjobs.yaml crds/kopf-peering.yaml charts/videogen-operator/crds/
@@ -37,10 +41,10 @@ lint: venv
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
-test: venv binaries lint
+test: venv binaries tools lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-unit: venv
+unit: venv tools
 	$(PY) -m pytest -m "not cluster and not s3" $(PYTEST_ARGS)
 
 demo: venv binaries

@@ -4,7 +4,8 @@
 # Argo CD health script in gopher-lua, the Lua Argo CD embeds). A cache key of its own,
 # so the Kubernetes binaries of hack/build-binaries.sh are never rebuilt for these.
 #
-# Usage: hack/build-tools.sh            -> prints the bin directory on stdout's last line
+# Usage: hack/build-tools.sh [TOOL...]   -> builds TOOLs (default: all) and prints the bin directory
+#        hack/build-tools.sh --print-dir -> prints the bin directory, builds nothing
 # Env:   VIDEOGEN_TOOLS_CACHE  cache root (default ~/.cache/videogen-operator)
 set -euo pipefail
 
@@ -20,21 +21,24 @@ STAMP="$BIN/.complete"
 
 log() { echo "[build-tools] $*" >&2; }
 
-if [[ -f "$STAMP" ]]; then
+if [[ -f "$STAMP" || "${1:-}" == "--print-dir" ]]; then
   echo "$BIN"
   exit 0
 fi
+WANT=("$@")
+[[ ${#WANT[@]} -gt 0 ]] || WANT=(luahealth promtool)
+wanted() { [[ " ${WANT[*]} " == *" $1 "* ]]; }
 
 mkdir -p "$BIN" "$CACHE_ROOT/src"
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
 
-if [[ ! -x "$BIN/luahealth" ]]; then
+if wanted luahealth && [[ ! -x "$BIN/luahealth" ]]; then
   log "luahealth: building (gopher-lua) ..."
   (cd "$HARNESS" && go build -trimpath -ldflags "-s -w" -o "$BIN/luahealth.tmp" .)
   mv "$BIN/luahealth.tmp" "$BIN/luahealth"
 fi
 
-if [[ ! -x "$BIN/promtool" ]]; then
+if wanted promtool && [[ ! -x "$BIN/promtool" ]]; then
   dir="$CACHE_ROOT/src/prometheus-$PROMETHEUS_VERSION"
   mkdir -p "$dir"; cd "$dir"
   [[ -f go.mod ]] || printf 'module videogen.local/promtoolbuild\n\ngo 1.25.0\n' > go.mod
@@ -47,6 +51,8 @@ if [[ ! -x "$BIN/promtool" ]]; then
   log "promtool: built in $((SECONDS-start))s"
 fi
 
-touch "$STAMP"
-log "tools ready in $BIN"
+if [[ -x "$BIN/luahealth" && -x "$BIN/promtool" ]]; then
+  touch "$STAMP"
+  log "tools ready in $BIN"
+fi
 echo "$BIN"

@@ -12,6 +12,7 @@ import json
 import shutil
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,8 @@ def run_demo(state_dir: Path, gpus: int = 1, timeout: float = 600) -> int:
         _say("starting the operator (python -m videogen_operator, kopf peering on)")
         operator = OperatorProcess(operator_env(dc, model_cache, []), state_dir / "operator.log")
         operator.start()
+        metrics_url = f"http://127.0.0.1:{operator.metrics_port}/metrics"
+        _say(f"operator metrics (Prometheus): {metrics_url}   e.g. curl -s {metrics_url} | grep ^videogen_")
         try:
             name = _apply_example(dc)
             _say(f"watching vgj/{name} (kubectl get vgj -w)")
@@ -86,6 +89,7 @@ def run_demo(state_dir: Path, gpus: int = 1, timeout: float = 600) -> int:
                 _explain_failure(dc, name, status)
                 return 1
             _report(dc, status)
+            _show_metrics(metrics_url)
         finally:
             operator.stop()
         pids = dc.pids()
@@ -95,6 +99,20 @@ def run_demo(state_dir: Path, gpus: int = 1, timeout: float = 600) -> int:
         return 1
     _say(f"stopped the cluster; logs are in {state_dir}")
     return 0
+
+
+def _show_metrics(url: str) -> None:
+    """The operator's own account of the run, as Prometheus would scrape it."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as rsp:
+            text = rsp.read().decode()
+    except OSError as err:
+        print(f"  metrics      {url} unreachable: {err}")
+        return
+    print(f"  metrics      {url}")
+    for line in text.splitlines():
+        if line.startswith(("videogen_jobs{", "videogen_jobs_finished_total", "videogen_gpu_seconds_total")):
+            print(f"               {line}")
 
 
 def _apply_example(dc: DevCluster) -> str:

@@ -12,6 +12,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +24,7 @@ from .controlplane import ControlPlane
 from .devcluster import DevCluster
 from .gpunode import LocalGpuNode
 from .kubeapi import new_client
+from .procs import pid_alive
 from .s3 import S3Server
 from .testing import unique_name
 
@@ -175,6 +177,13 @@ def _devcluster_for_marked_tests(request: pytest.FixtureRequest) -> None:
         request.getfixturevalue("cluster")
     if request.node.get_closest_marker("s3"):
         request.getfixturevalue("s3")
+    if request.node.get_closest_marker("mounts"):
+        node = request.getfixturevalue("gpu_node")
+        if not node.private_mounts:
+            pytest.skip(
+                "needs root (or CAP_SYS_ADMIN): the local GPU node cannot give pods private mount namespaces, "
+                "so volumes (model cache, config, service-account token) are not at their mount paths"
+            )
 
 
 @pytest.fixture(scope="session")
@@ -222,8 +231,29 @@ def namespace(request: pytest.FixtureRequest, cluster: DevCluster, core_v1: Core
     name = "".join(ch if ch.isalnum() or ch == "-" else "-" for ch in name).strip("-")[:60]
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     yield name
+    release_namespace(core, cluster.gpu_node, name)
     # Not waited for: the namespace controller finishes in the background.
     core.delete_namespace(name, propagation_policy="Background")
+
+
+def release_namespace(core: CoreV1Api, node: LocalGpuNode | None, namespace: str, timeout: float = 60) -> None:
+    """Stop everything a test left running in `namespace`, and wait until it is gone: a test that
+    failed mid-run must not leave pods holding the node's GPUs (and CPUs) for the next test.
+    Jobs go first, so that their controller does not replace the pods being killed."""
+    from kubernetes import client
+
+    client.BatchV1Api(core.api_client).delete_collection_namespaced_job(namespace, propagation_policy="Background")
+    names = [str(p.metadata.name) for p in core.list_namespaced_pod(namespace).items if p.metadata]
+    if not names:
+        return
+    pids = [pid for name in names for pid in (node.pids(namespace, name) if node else {}).values()]
+    core.delete_collection_namespaced_pod(namespace, grace_period_seconds=0)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not core.list_namespaced_pod(namespace).items and not any(pid_alive(pid) for pid in pids):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"pods of namespace {namespace} still hold the node after {timeout:.0f}s")
 
 
 def pod_log_paths(node: LocalGpuNode, namespace: str) -> list[Path]:

@@ -6,35 +6,29 @@ from __future__ import annotations
 
 import functools
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 from .binaries import REPO_ROOT
 
 BUILD_SCRIPT = REPO_ROOT / "hack" / "build-tools.sh"
+TOOLS = ("promtool", "luahealth")
 
 
-@dataclass(frozen=True)
-class Tools:
-    bin_dir: Path
-
-    @property
-    def promtool(self) -> Path:
-        return self.bin_dir / "promtool"
-
-    @property
-    def luahealth(self) -> Path:
-        return self.bin_dir / "luahealth"
+def _run(*args: str) -> Path:
+    result = subprocess.run(["bash", str(BUILD_SCRIPT), *args], stdout=subprocess.PIPE, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{BUILD_SCRIPT} {' '.join(args)} failed (exit {result.returncode}); its log is above")
+    return Path(result.stdout.strip().splitlines()[-1])
 
 
 @functools.cache
-def find_tools() -> Tools:
-    """The tools' directory; the script returns at once when they are cached."""
-    result = subprocess.run(["bash", str(BUILD_SCRIPT)], stdout=subprocess.PIPE, text=True, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"{BUILD_SCRIPT} failed (exit {result.returncode}); its log is above")
-    tools = Tools(Path(result.stdout.strip().splitlines()[-1]))
-    for tool in (tools.promtool, tools.luahealth):
-        if not tool.exists():
-            raise FileNotFoundError(f"{tool} is missing after {BUILD_SCRIPT}")
-    return tools
+def tool(name: str) -> Path:
+    """The path of one tool, building only that one when it is not cached yet."""
+    if name not in TOOLS:
+        raise ValueError(f"unknown tool {name!r} (known: {', '.join(TOOLS)})")
+    path = _run("--print-dir") / name
+    if not path.exists():
+        path = _run(name) / name
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing after {BUILD_SCRIPT} {name}")
+    return path

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from videogen_devcluster.tools import find_tools
+from videogen_devcluster.tools import tool
 
 SCRIPT = Path(__file__).resolve().parents[2] / "charts" / "videogen-operator" / "argocd" / "health.lua"
 TERMINAL_HEALTH = {"Succeeded": "Healthy", "Failed": "Degraded", "Cancelled": "Degraded"}
@@ -33,7 +33,7 @@ def expected_health(obj: dict[str, Any]) -> str:
 
 def judge(objects: list[dict[str, Any]]) -> list[dict[str, str]]:
     run = subprocess.run(
-        [str(find_tools().luahealth), str(SCRIPT)],
+        [str(tool("luahealth")), str(SCRIPT)],
         input=json.dumps(objects),
         capture_output=True,
         text=True,

@@ -53,6 +53,13 @@ def start_operator(
         op.stop()
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The operator's runner pods read the model cache at its mount path: they need mount namespaces."""
+    for item in items:
+        if "start_operator" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("mounts"):
+            item.add_marker(pytest.mark.mounts)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     """On failure, attach the operator's log: it usually explains the failure."""

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from videogen_devcluster.devcluster import DevCluster
-from videogen_devcluster.tools import find_tools
+from videogen_devcluster.tools import tool
 from videogen_operator import metrics
 from videogen_operator.settings import load_settings
 
@@ -147,7 +147,7 @@ def test_alert_rules_pass_promtool(cluster: DevCluster, tmp_path: Path) -> None:
     path = tmp_path / "rules.yaml"
     path.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
     result = subprocess.run(
-        [str(find_tools().promtool), "check", "rules", str(path)], capture_output=True, text=True, check=False
+        [str(tool("promtool")), "check", "rules", str(path)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
     alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}

@@ -266,6 +266,7 @@ class TestEnvironment:
         assert pod["status"]["phase"] == "Pending"
 
 
+@pytest.mark.mounts
 class TestMounts:
     def test_volumes_appear_at_their_mount_paths(self, pods: Pods, core_v1: CoreV1Api, tmp_path: Path) -> None:
         raw(

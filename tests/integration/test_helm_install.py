@@ -33,7 +33,8 @@ from videogen_devcluster.operator_process import free_port
 from videogen_devcluster.procs import pid_alive
 from videogen_devcluster.testing import unique_name
 
-pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.slow]
+# The operator pod reads its ConfigMap and ServiceAccount token at their mount paths.
+pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.slow, pytest.mark.mounts]
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "videogen-operator"
@@ -173,8 +174,10 @@ def put_input_image(dc: DevCluster, namespace: str) -> str:
 def run_both_tasks(dc: DevCluster, namespace: str, release: Release) -> dict[str, dict[str, Any]]:
     """A text-to-video and an image-to-video job through the installed operator, outputs decoded."""
     jobs = Jobs(dc, namespace)
-    jobs.apply(tiny_job("t2v", seed=5))
-    jobs.apply(tiny_job("i2v", model=TINY_I2V, task="image-to-video", image=put_input_image(dc, namespace), seed=6))
+    prompt = f"a confidential storyboard for {namespace}"
+    image = put_input_image(dc, namespace)
+    jobs.apply(tiny_job("t2v", seed=5, prompt=prompt))
+    jobs.apply(tiny_job("i2v", model=TINY_I2V, task="image-to-video", image=image, seed=6, prompt=prompt))
     statuses = {}
     for name in ("t2v", "i2v"):
         status = jobs.wait_phase(name, "Succeeded", "Failed", timeout=300)
@@ -182,7 +185,27 @@ def run_both_tasks(dc: DevCluster, namespace: str, release: Release) -> dict[str
         check_output(dc.s3_client(), status, frames=9)
         assert status["gpuSeconds"] > 0, status
         statuses[name] = status
+    assert_prompt_never_at_info(dc, namespace, prompt)
     return statuses
+
+
+def assert_prompt_never_at_info(dc: DevCluster, namespace: str, prompt: str) -> None:
+    """On the real logs of the operator pod and the runner pods: a prompt is never logged at INFO
+    (the operator does not log it at all)."""
+    assert dc.gpu_node is not None
+    operator_logs = sorted((dc.gpu_node.logs_dir / OPERATOR_NS).glob("*/operator.log"))
+    runner_logs = sorted((dc.gpu_node.logs_dir / namespace).glob("*/runner.log"))
+    assert operator_logs and len(runner_logs) >= 2, (operator_logs, runner_logs)
+    for path in operator_logs:
+        lines = path.read_text(errors="replace").splitlines()
+        assert any(json.loads(ln).get("level") == "INFO" for ln in lines if ln.startswith("{")), "no INFO lines at all?"
+        assert not [ln for ln in lines if prompt in ln], f"{path} logs the prompt"
+    for path in runner_logs:
+        text = path.read_text(errors="replace")
+        assert " INFO " in text, f"{path}: expected the runner's INFO lines"
+        assert not [ln for ln in text.splitlines() if prompt in ln and " INFO " in ln], (
+            f"{path} logs the prompt at INFO"
+        )
 
 
 def managed_children(dc: DevCluster) -> list[str]:
@@ -361,7 +384,17 @@ def namespaced(
     watched, other = make_namespace(dc, "helm-ns"), make_namespace(dc, "helm-other")
     values = _merge(base_values(dc, model_cache), {"watchNamespaces": [watched]})
     release = Release(dc, values, tmp_path_factory.mktemp("values"))
-    rendered = release.helm("template", RELEASE, str(CHART), "-n", OPERATOR_NS, "-f", str(release._values_file(None)))
+    rendered = release.helm(
+        "template",
+        RELEASE,
+        str(CHART),
+        "-n",
+        OPERATOR_NS,
+        "--kube-version",
+        "1.35.4",
+        "-f",
+        str(release._values_file(None)),
+    )
     assert rendered.returncode == 0, rendered.stderr
     if not any(
         d and d.get("kind") == "KopfPeering" and d["metadata"].get("namespace") == watched

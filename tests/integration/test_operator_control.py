@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from operator_support import Jobs, tiny_job
 
+from videogen_devcluster.procs import pid_alive
+
 pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.slow]
 SLOW_RUNNER = '{"VIDEOGEN_TEST_STEP_DELAY_SECONDS": "0.5"}'
 
@@ -24,8 +26,20 @@ def wait_until(check: Any, timeout: float = 60, what: str = "condition") -> Any:
 
 
 def pods(devcluster: Any, namespace: str) -> list[dict[str, Any]]:
+    """Every pod object in the namespace, terminating ones included: a pod with a deletion
+    timestamp may still hold its GPU and run its process."""
     out = devcluster.kubectl("get", "pods", "-n", namespace, "-o", "json")
-    return [p for p in json.loads(out.stdout)["items"] if not p["metadata"].get("deletionTimestamp")]
+    return list(json.loads(out.stdout)["items"])
+
+
+def runner_pids(devcluster: Any, namespace: str) -> list[int]:
+    """Process ids of the runner containers the local node runs for this namespace."""
+    node = devcluster.gpu_node
+    return [pid for p in pods(devcluster, namespace) for pid in node.pids(namespace, p["metadata"]["name"]).values()]
+
+
+def no_orphans(devcluster: Any, jobs: Jobs, namespace: str, pids: list[int]) -> bool:
+    return pods(devcluster, namespace) == [] and jobs.runner_jobs() == [] and not any(pid_alive(p) for p in pids)
 
 
 def test_suspend_stops_the_pod_and_resume_runs_the_job(
@@ -100,8 +114,9 @@ def test_delete_while_running_stops_the_runner(
     start_operator(extra_runner_env=SLOW_RUNNER)
     jobs.apply(tiny_job("interrupted", steps=60, cache=False))
     jobs.wait_phase("interrupted", "Running", timeout=120)
+    pids = wait_until(lambda: runner_pids(devcluster, namespace), what="the runner process")
     assert devcluster.kubectl("delete", "vgj", "interrupted", "-n", namespace).returncode == 0
-    wait_until(lambda: pods(devcluster, namespace) == [] and jobs.runner_jobs() == [], what="no orphans")
+    wait_until(lambda: no_orphans(devcluster, jobs, namespace, pids), what="no pod, Job or runner process left")
 
 
 def test_operator_killed_mid_run_converges_with_exactly_one_job(jobs: Jobs, start_operator: Any) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from media_checks import check_output
 from operator_support import BUCKET, TINY_I2V, Jobs, tiny_job
 from PIL import Image
 
@@ -98,6 +99,10 @@ def test_text_to_video_end_to_end(devcluster: Any, jobs: Jobs, namespace: str, s
     assert output["sha256"] == hashlib.sha256(video).hexdigest()
     assert (output["width"], output["height"], output["frames"], output["fps"]) == (64, 64, 17, 8)
     assert output["url"].startswith("http")
+    # Decoded, not only hashed: 17 H.264 yuv420p frames, moov before mdat, a whole poster, and the
+    # presigned URL serving these very bytes.
+    check_output(devcluster.s3_client(), status, frames=17)
+    assert status["gpuSeconds"] > 0
     assert status["seed"] == 11 and status["timings"]["total"] > 0
     assert status["attempts"] == 1 and status["observedGeneration"] == 1
     assert status["startTime"] <= status["completionTime"]
@@ -133,6 +138,7 @@ def test_image_to_video_end_to_end(devcluster: Any, jobs: Jobs, namespace: str, 
     video = s3_object(devcluster, status["output"]["uri"])
     assert status["output"]["sha256"] == hashlib.sha256(video).hexdigest()
     assert status["output"]["frames"] == 9
+    check_output(devcluster.s3_client(), status, frames=9)
 
 
 def test_identical_job_with_a_seed_is_a_cache_hit(

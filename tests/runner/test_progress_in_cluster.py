@@ -7,7 +7,6 @@ VIDEOGEN_TEST_STEP_DELAY_SECONDS) so each stage outlasts the 2-second write inte
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import subprocess
@@ -47,36 +46,27 @@ def create_job(k8s_api: ApiClient, namespace: str, name: str, spec: dict[str, An
 def runner_kubeconfig(
     control_plane: ControlPlane, core_v1: CoreV1Api, k8s_api: ApiClient, namespace: str, job: str, path: Path
 ) -> Path:
-    """A ServiceAccount whose Role allows get/patch on videogenjobs/status of one job only, as a kubeconfig."""
+    """The runner's identity exactly as the operator makes it (its own builders: ServiceAccount, a Role
+    allowing get/patch on this one job's status, the RoleBinding), as a kubeconfig with its token."""
     from kubernetes import client
 
-    account = f"runner-{job}"
-    core_v1.create_namespaced_service_account(namespace, {"metadata": {"name": account}})
+    from videogen_operator import manifests
+    from videogen_operator.settings import OperatorSettings
+
+    uid = client.CustomObjectsApi(k8s_api).get_namespaced_custom_object(
+        api.GROUP, api.VERSION, namespace, api.PLURAL, job
+    )["metadata"]["uid"]
+    ref = manifests.JobRef(namespace=namespace, name=job, uid=uid)
+    settings = OperatorSettings()
+    account = manifests.build_runner_service_account(ref, "test")
+    core_v1.create_namespaced_service_account(namespace, account)
     rbac = client.RbacAuthorizationV1Api(k8s_api)
-    rbac.create_namespaced_role(
-        namespace,
-        {
-            "metadata": {"name": account},
-            "rules": [
-                {
-                    "apiGroups": [api.GROUP],
-                    "resources": [f"{api.PLURAL}/status"],
-                    "resourceNames": [job],
-                    "verbs": ["get", "patch"],
-                }
-            ],
-        },
-    )
-    rbac.create_namespaced_role_binding(
-        namespace,
-        {
-            "metadata": {"name": account},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": account},
-            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
-        },
-    )
+    rbac.create_namespaced_role(namespace, manifests.build_runner_role(ref, "test"))
+    rbac.create_namespaced_role_binding(namespace, manifests.build_runner_role_binding(ref, "test", settings))
     token = core_v1.create_namespaced_service_account_token(
-        account, namespace, {"spec": {"audiences": [], "expirationSeconds": 3600}}
+        manifests.runner_service_account_name(ref, settings),
+        namespace,
+        {"spec": {"audiences": [], "expirationSeconds": 3600}},
     ).status.token
     return write_kubeconfig(
         path, server=control_plane.api_url, ca_cert=control_plane.ca_cert_path, token=token, name="runner"
@@ -180,9 +170,12 @@ def test_status_shows_progress_moving_through_the_stages(
         "summary": "done (100%)",
         "updatedAt": None,
     }
+    # Every write the watch delivered moved forward: in stage order, step order and time order.
+    # (How often the runner may write is its reporter's unit test, on a fake clock.)
+    order = [(STAGES.index(p["stage"]), p.get("step") or 0, p["percent"]) for p in watcher.seen]
+    assert order == sorted(order), order
     stamps = [datetime.fromisoformat(p["updatedAt"].replace("Z", "+00:00")) for p in watcher.seen]
-    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(stamps)]
-    assert min(gaps) >= 1.9, f"at most one write every 2 seconds: {gaps}"
+    assert stamps == sorted(stamps), stamps
 
 
 def test_a_forbidden_progress_write_does_not_fail_the_run(
