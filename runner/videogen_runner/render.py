@@ -77,6 +77,7 @@ class Rendered:
     adjustments: list[str]
     plan: MemoryPlan
     model_bytes: int
+    acceleration: list[str] = field(default_factory=list)
 
 
 def _no_stage(stage: api.Stage, step: int | None = None, total: int | None = None) -> None:
@@ -94,6 +95,7 @@ def render_video(
     on_step: StepHook | None = None,
     clock: StageClock | None = None,
 ) -> Rendered:
+    from .acceleration import apply_after_placement, apply_before_placement, resolve_acceleration, with_plan_bytes
     from .encode import encode_frames
     from .generate import GenerationRequest, generate
     from .images import fetch_input_image, fit_to_frame
@@ -124,6 +126,9 @@ def render_video(
         cuda = cuda_available()
         loaded = load_pipeline(info, cuda=cuda)
     params = resolved.params
+    acceleration = apply_before_placement(loaded.pipe, spec.acceleration)
+    if spec.acceleration is not None and spec.acceleration.weight_storage is api.WeightStorage.FP8:
+        loaded = with_plan_bytes(loaded)
     plan = choose_memory_plan(
         spec.memory,
         cuda=cuda,
@@ -133,6 +138,10 @@ def render_video(
         output=OutputSize(params.width, params.height, params.num_frames),
     )
     apply_memory_plan(loaded.pipe, plan)
+    accel = resolve_acceleration(
+        spec.acceleration, family=info.family, preset=spec.preset, cuda=cuda, memory_mode=plan.mode
+    )
+    acceleration += apply_after_placement(loaded.pipe, accel, cuda=cuda, steps=params.steps, env=env)
     clock.add("loading", time.monotonic() - started)
 
     started = time.monotonic()
@@ -160,4 +169,5 @@ def render_video(
         adjustments=resolved.adjustments,
         plan=plan,
         model_bytes=loaded.model_bytes,
+        acceleration=acceleration,
     )
