@@ -97,10 +97,11 @@ def render_video(
 ) -> Rendered:
     from .acceleration import apply_after_placement, apply_before_placement, resolve_acceleration, with_plan_bytes
     from .encode import encode_frames
-    from .generate import GenerationRequest, generate
+    from .generate import GenerationRequest
     from .images import fetch_input_image, fit_to_frame
     from .memory import OutputSize, choose_memory_plan
     from .models import hf_offline_env, inspect_model, load_pipeline, open_model
+    from .oom import generate_with_fallback
     from .placement import apply_memory_plan, cuda_available, cuda_free_bytes
     from .presets import resolve_params
 
@@ -152,7 +153,7 @@ def render_video(
         params=params,
         image=fit_to_frame(image.image, params.width, params.height) if image else None,
     )
-    frames = generate(loaded, request, plan, on_step or (lambda _step, _total: None), env)
+    frames, attempts = generate_with_fallback(loaded, request, plan, on_step or (lambda _step, _total: None), env)
     clock.add("generating", time.monotonic() - started)
 
     started = time.monotonic()
@@ -167,7 +168,7 @@ def render_video(
         encoded=encoded,
         params=params,
         adjustments=resolved.adjustments,
-        plan=plan,
+        plan=attempts.plan,
         model_bytes=loaded.model_bytes,
         acceleration=acceleration,
     )
