@@ -89,6 +89,45 @@ class MemoryMode(StrEnum):
     SEQUENTIAL_OFFLOAD = "sequential-offload"
 
 
+class CompileMode(StrEnum):
+    """torch.compile of the denoiser's repeated blocks (regional compile)."""
+
+    AUTO = "auto"
+    ON = "on"
+    OFF = "off"
+
+
+class AttentionBackend(StrEnum):
+    """Attention kernels diffusers can dispatch to without downloading anything."""
+
+    AUTO = "auto"
+    NATIVE = "native"
+    CUDNN = "cudnn"
+    EFFICIENT = "efficient"
+    MATH = "math"
+    FLASH = "flash"
+    FLEX = "flex"
+    SAGE = "sage"
+    XFORMERS = "xformers"
+
+
+class StepCacheType(StrEnum):
+    """Reuse of denoiser computation across steps (trades quality for speed)."""
+
+    NONE = "none"
+    FIRST_BLOCK = "first-block"
+    TAYLORSEER = "taylorseer"
+    MAG = "mag"
+
+
+class WeightStorage(StrEnum):
+    """How the denoiser's weights are stored in memory."""
+
+    AUTO = "auto"
+    NATIVE = "native"
+    FP8 = "fp8"
+
+
 class OutputFormat(StrEnum):
     MP4 = "mp4"
     WEBM = "webm"
@@ -396,6 +435,118 @@ class OutputSpec(_Model):
     )
 
 
+MAX_STEP_CACHE_INTERVAL: Final = 20
+MAX_MAG_RATIOS: Final = MAX_STEPS + 1
+
+
+class StepCacheSpec(_Model):
+    """Which step cache the denoiser uses; unset fields take the family's defaults."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": cast(
+                list[JsonValue],
+                [
+                    _cel(
+                        "!has(self.threshold) || self.type == 'first-block' || self.type == 'mag'",
+                        "threshold applies to first-block and mag only",
+                        field_path=".threshold",
+                        reason="FieldValueForbidden",
+                    ),
+                    _cel(
+                        "!has(self.interval) || self.type == 'taylorseer'",
+                        "interval applies to taylorseer only",
+                        field_path=".interval",
+                        reason="FieldValueForbidden",
+                    ),
+                    _cel(
+                        "self.type != 'mag' || has(self.magRatios)",
+                        "mag needs magRatios: the per-step residual magnitude ratios of this checkpoint (a calibration run)",
+                        field_path=".magRatios",
+                        reason="FieldValueRequired",
+                    ),
+                    _cel(
+                        "!has(self.magRatios) || self.type == 'mag'",
+                        "magRatios applies to mag only",
+                        field_path=".magRatios",
+                        reason="FieldValueForbidden",
+                    ),
+                ],
+            )
+        }
+    )
+
+    type: StepCacheType = Field(
+        ...,
+        description=(
+            "none; first-block (skip the remaining blocks while the first block's residual changes less than "
+            "threshold); taylorseer (predict block outputs from a Taylor series, recomputing every interval steps); "
+            "mag (skip steps by accumulated residual-magnitude error, needs magRatios). Caches trade quality for speed."
+        ),
+    )
+    threshold: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="first-block: relative residual change below which blocks are skipped; mag: accumulated error.",
+    )
+    interval: int | None = Field(
+        None, ge=1, le=MAX_STEP_CACHE_INTERVAL, description="taylorseer: steps between full computations."
+    )
+    mag_ratios: list[float] | None = Field(
+        None,
+        min_length=2,
+        max_length=MAX_MAG_RATIOS,
+        description="mag: per-step residual magnitude ratios of this checkpoint (interpolated to the step count).",
+    )
+
+    @model_validator(mode="after")
+    def _fields_match_type(self) -> StepCacheSpec:
+        kind = self.type
+        if self.threshold is not None and kind not in (StepCacheType.FIRST_BLOCK, StepCacheType.MAG):
+            raise ValueError("spec.acceleration.stepCache.threshold: applies to first-block and mag only")
+        if self.interval is not None and kind is not StepCacheType.TAYLORSEER:
+            raise ValueError("spec.acceleration.stepCache.interval: applies to taylorseer only")
+        if kind is StepCacheType.MAG and not self.mag_ratios:
+            raise ValueError(
+                "spec.acceleration.stepCache.magRatios: required for mag (the per-step residual magnitude "
+                "ratios of this checkpoint, from a calibration run)"
+            )
+        if self.mag_ratios is not None and kind is not StepCacheType.MAG:
+            raise ValueError("spec.acceleration.stepCache.magRatios: applies to mag only")
+        return self
+
+
+class AccelerationSpec(_Model):
+    """How the denoiser is sped up. Unset or auto fields take the preset's choice for the model family
+    (fast may trade quality, standard and quality never do); status.acceleration says what was applied."""
+
+    compile: CompileMode = Field(
+        CompileMode.AUTO,
+        description=(
+            "Regional torch.compile of the denoiser's repeated blocks. auto: on with a GPU when the model "
+            "declares repeated blocks; the compiled kernels are cached on the model-cache volume."
+        ),
+    )
+    attention: AttentionBackend = Field(
+        AttentionBackend.AUTO,
+        description=(
+            "Attention kernel: auto (PyTorch SDPA's own choice), native, cudnn, efficient, math, flex, or "
+            "flash / sage / xformers when the runner image has those libraries."
+        ),
+    )
+    step_cache: StepCacheSpec | None = Field(
+        None, description="Step cache of the denoiser; unset takes the preset's choice (only fast uses one)."
+    )
+    weight_storage: WeightStorage = Field(
+        WeightStorage.AUTO,
+        description=(
+            "native keeps the loaded dtype; fp8 stores the denoiser's weights in float8 and upcasts each layer "
+            "when it runs (about half the weight memory, small quality cost). auto: native."
+        ),
+    )
+
+
 # Fields whose change would change the video; they are immutable after creation
 # and make up the spec hash used by the result cache.
 GENERATION_FIELDS: Final = (
@@ -413,6 +564,8 @@ GENERATION_FIELDS: Final = (
     "guidanceScale",
     "seed",
 )
+# Generation fields added later: hashed only when set, so the hashes of older specs stay the same.
+OPTIONAL_GENERATION_FIELDS: Final = ("acceleration",)
 IMMUTABLE_OUTPUT_FIELDS: Final = ("bucket", "key", "format")
 
 
@@ -444,6 +597,7 @@ SPEC_VALIDATIONS: Final[list[dict[str, str]]] = [
         reason="FieldValueForbidden",
     ),
     *(_immutable_rule(f, f in _REQUIRED_SPEC_FIELDS) for f in GENERATION_FIELDS),
+    *(_immutable_rule(f, False) for f in OPTIONAL_GENERATION_FIELDS),
     _cel(
         "has(self.output) == has(oldSelf.output) && (!has(self.output) || ("
         + " && ".join(
@@ -566,6 +720,13 @@ class VideoGenJobSpec(_Model):
             "group-offload or sequential-offload (slowest, least VRAM)."
         ),
     )
+    acceleration: AccelerationSpec | None = Field(
+        None,
+        description=(
+            "Speed-ups of the denoiser (compile, attention kernel, step cache, fp8 weights). Unset takes the "
+            "preset's choices for the model family. Part of the spec hash: most of these change the pixels."
+        ),
+    )
     output: OutputSpec = Field(
         default_factory=OutputSpec, description="Where the video is stored and for how long it is kept."
     )
@@ -681,6 +842,15 @@ class Timings(_Model):
     """Seconds spent per stage of the run."""
 
     loading: float | None = Field(None, description="Seconds spent syncing and loading the model.")
+    loading_import: float | None = Field(
+        None, description="Part of loading: importing torch and diffusers (overlapped with fetching inputs)."
+    )
+    loading_read: float | None = Field(
+        None, description="Part of loading: syncing the model and reading its weights (from_pretrained)."
+    )
+    loading_place: float | None = Field(
+        None, description="Part of loading: placing the weights on the GPU and applying the acceleration."
+    )
     generating: float | None = Field(None, description="Seconds spent denoising and decoding.")
     encoding: float | None = Field(None, description="Seconds spent encoding the video.")
     uploading: float | None = Field(None, description="Seconds spent uploading to object storage.")
@@ -726,6 +896,9 @@ class VideoGenJobStatus(_Model):
     memory_mode: str | None = Field(None, description="The memory mode the runner chose, with its reason.")
     adjustments: list[str] | None = Field(
         None, description="Inputs the runner adjusted to fit the model family (e.g. numFrames 32 -> 33)."
+    )
+    acceleration: list[str] | None = Field(
+        None, description="Speed-ups the runner applied, and why any asked for was not (e.g. compile: regional)."
     )
     output: OutputStatus | None = Field(None, description="The stored video.")
     timings: Timings | None = Field(None, description="Seconds per stage.")
@@ -776,6 +949,9 @@ class RunnerResult(_Model):
     timings: Timings = Field(..., description="Seconds per stage.")
     memory_mode: str = Field(..., description="Memory mode chosen, with its reason.")
     adjustments: list[str] = Field(default_factory=list, description="Inputs adjusted to fit the family.")
+    acceleration: list[str] = Field(
+        default_factory=list, description="Speed-ups applied, and why any asked for was not."
+    )
     spec_hash: str = Field(..., description="Hash of the generation-affecting spec fields.")
 
 
@@ -798,6 +974,9 @@ def spec_hash(spec: VideoGenJobSpec) -> str:
     wire = spec.to_wire()
     payload = {f: wire.get(f) for f in GENERATION_FIELDS}
     payload["outputFormat"] = wire["output"]["format"]
+    for name in OPTIONAL_GENERATION_FIELDS:
+        if wire.get(name) is not None:
+            payload[name] = wire[name]
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -179,6 +179,7 @@ def _generate_and_upload(
         timings=clock.timings(),
         memory_mode=rendered.plan.describe(),
         adjustments=rendered.adjustments,
+        acceleration=rendered.acceleration,
         spec_hash=run_input.spec_hash,
     )
 

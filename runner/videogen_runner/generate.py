@@ -50,6 +50,8 @@ class Frames:
     iterator: Iterator[np.ndarray[Any, Any]]
     expected: int
     streamed: bool
+    # The latents of a streamed decode, kept so a decode that runs out of memory can be retried tiled.
+    latents: Any = None
 
 
 def _can_stream_wan_decode(loaded: LoadedModel, plan: MemoryPlan) -> bool:
@@ -264,6 +266,11 @@ def generate(
     video = output.frames
     if stream:
         log.info("decoding latents %s in a stream (one latent frame at a time)", tuple(video.shape))
-        return Frames(iterator=stream_wan_decode(pipe.vae, video), expected=request.params.num_frames, streamed=True)
+        return Frames(
+            iterator=stream_wan_decode(pipe.vae, video),
+            expected=request.params.num_frames,
+            streamed=True,
+            latents=video,
+        )
     array = video[0] if isinstance(video, np.ndarray) and video.ndim == 5 else np.asarray(video[0])
     return Frames(iterator=iter(array), expected=int(array.shape[0]), streamed=False)

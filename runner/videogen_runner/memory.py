@@ -147,3 +147,31 @@ def choose_memory_plan(
         vae_tiling=True,
         reason=f"auto: {budget}; nothing fits the estimate, trying the smallest footprint",
     )
+
+
+def fallback_after_oom(plan: MemoryPlan, *, in_decode: bool) -> MemoryPlan | None:
+    """The next plan after running out of memory under `plan`, or None when nothing smaller is left.
+
+    A decode that ran out untiled is retried tiled (cheap: the latents are kept); anything else moves
+    to the next memory mode (none -> model offload -> group offload -> sequential offload), tiling
+    kept. On the CPU there is no smaller mode. Explicit modes fall back too: a slower video beats none.
+    """
+    if in_decode and not plan.vae_tiling:
+        return MemoryPlan(
+            plan.mode,
+            on_cuda=plan.on_cuda,
+            vae_tiling=True,
+            reason=f"{plan.reason}; the untiled decode ran out of memory, retried tiled",
+        )
+    if not plan.on_cuda or plan.mode not in _AUTO_ORDER:
+        return None
+    index = _AUTO_ORDER.index(plan.mode)
+    if index + 1 >= len(_AUTO_ORDER):
+        return None
+    stage = "decode" if in_decode else "denoising"
+    return MemoryPlan(
+        _AUTO_ORDER[index + 1],
+        on_cuda=True,
+        vae_tiling=plan.vae_tiling,
+        reason=f"{plan.mode.value} ran out of memory in {stage}, fell back ({plan.reason})",
+    )

@@ -77,6 +77,7 @@ class Rendered:
     adjustments: list[str]
     plan: MemoryPlan
     model_bytes: int
+    acceleration: list[str] = field(default_factory=list)
 
 
 def _no_stage(stage: api.Stage, step: int | None = None, total: int | None = None) -> None:
@@ -94,11 +95,13 @@ def render_video(
     on_step: StepHook | None = None,
     clock: StageClock | None = None,
 ) -> Rendered:
+    from .acceleration import apply_after_placement, apply_before_placement, resolve_acceleration, with_plan_bytes
     from .encode import encode_frames
-    from .generate import GenerationRequest, generate
+    from .generate import GenerationRequest
     from .images import fetch_input_image, fit_to_frame
     from .memory import OutputSize, choose_memory_plan
     from .models import hf_offline_env, inspect_model, load_pipeline, open_model
+    from .oom import generate_with_fallback
     from .placement import apply_memory_plan, cuda_available, cuda_free_bytes
     from .presets import resolve_params
     from .profiles import apply_flow_shift, refuse_dropped_fields
@@ -132,6 +135,9 @@ def render_video(
         log.warning("adjusted %s", note)
     params = resolved.params
     apply_flow_shift(loaded.pipe, profile, params.width, params.height)
+    acceleration = apply_before_placement(loaded.pipe, spec.acceleration)
+    if spec.acceleration is not None and spec.acceleration.weight_storage is api.WeightStorage.FP8:
+        loaded = with_plan_bytes(loaded)
     plan = choose_memory_plan(
         spec.memory,
         cuda=cuda,
@@ -142,6 +148,10 @@ def render_video(
         large_frame_pixels=profile.data.vae_tiling_from_pixels,
     )
     apply_memory_plan(loaded.pipe, plan)
+    accel = resolve_acceleration(
+        spec.acceleration, family=info.family, preset=spec.preset, cuda=cuda, memory_mode=plan.mode
+    )
+    acceleration += apply_after_placement(loaded.pipe, accel, cuda=cuda, steps=params.steps, env=env)
     clock.add("loading", time.monotonic() - started)
 
     started = time.monotonic()
@@ -152,7 +162,7 @@ def render_video(
         params=params,
         image=fit_to_frame(image.image, params.width, params.height) if image else None,
     )
-    frames = generate(
+    frames, attempts = generate_with_fallback(
         loaded,
         request,
         plan,
@@ -183,6 +193,7 @@ def render_video(
         encoded=encoded,
         params=params,
         adjustments=adjustments,
-        plan=plan,
+        plan=attempts.plan,
         model_bytes=loaded.model_bytes,
+        acceleration=acceleration,
     )
