@@ -34,6 +34,7 @@ FAMILIES = (
     "cogvideox-i2v",
     "mochi",
     "skyreels-v2-t2v",
+    "i2vgen-xl",
 )
 SEED = 0
 TEXT_DIM = 32
@@ -60,7 +61,7 @@ def _seeded() -> None:
     torch.manual_seed(SEED)
 
 
-def build_tokenizer() -> Any:
+def build_tokenizer(model_max_length: int = 512) -> Any:
     """A T5-like tokenizer (pad=0, eos=1, unk=2) that needs no download."""
     tokenizers = _lib("tokenizers")
     transformers = _lib("transformers")
@@ -73,7 +74,11 @@ def build_tokenizer() -> Any:
     tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
     tok.post_processor = tokenizers.processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
     return transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=512
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        model_max_length=model_max_length,
     )
 
 
@@ -331,6 +336,84 @@ def build_skyreels_v2_t2v() -> Any:
     )
 
 
+def build_i2vgen_xl() -> Any:
+    """I2VGen-XL: a 3D UNet (no temporal compression, no callback_on_step_end, target_fps), CLIP text
+    and image encoders; 77-token CLIP prompts."""
+    diffusers = _lib("diffusers")
+    transformers = _lib("transformers")
+    tokenizer = build_tokenizer(model_max_length=77)
+    _seeded()
+    unet = diffusers.I2VGenXLUNet(
+        block_out_channels=(4, 8),
+        layers_per_block=1,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
+        up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
+        cross_attention_dim=4,
+        attention_head_dim=4,
+        num_attention_heads=None,
+        norm_num_groups=2,
+    )
+    _seeded()
+    vae = diffusers.AutoencoderKL(
+        # 4x spatial compression: keeps the UNet's work small on a CPU.
+        block_out_channels=(8, 8, 8),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * 3,
+        up_block_types=["UpDecoderBlock2D"] * 3,
+        latent_channels=4,
+        sample_size=32,
+        norm_num_groups=2,
+    )
+    _seeded()
+    text_encoder = transformers.CLIPTextModel(
+        transformers.CLIPTextConfig(
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=0,
+            hidden_size=4,
+            intermediate_size=16,
+            layer_norm_eps=1e-05,
+            num_attention_heads=2,
+            num_hidden_layers=2,
+            vocab_size=len(tokenizer),
+            max_position_embeddings=77,
+            hidden_act="gelu",
+            projection_dim=32,
+        )
+    )
+    _seeded()
+    image_encoder = transformers.CLIPVisionModelWithProjection(
+        transformers.CLIPVisionConfig(
+            hidden_size=4,
+            projection_dim=4,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            intermediate_size=16,
+            patch_size=1,
+        )
+    )
+    return diffusers.I2VGenXLPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        image_encoder=image_encoder,
+        feature_extractor=transformers.CLIPImageProcessor(crop_size=32, size=32),
+        unet=unet,
+        scheduler=diffusers.DDIMScheduler(
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            clip_sample=False,
+            set_alpha_to_one=False,
+        ),
+    )
+
+
 def build_ltx() -> Any:
     diffusers = _lib("diffusers")
     tokenizer = build_tokenizer()
@@ -378,6 +461,7 @@ BUILDERS: dict[str, Callable[[], Any]] = {
     "cogvideox-i2v": build_cogvideox_i2v,
     "mochi": build_mochi,
     "skyreels-v2-t2v": build_skyreels_v2_t2v,
+    "i2vgen-xl": build_i2vgen_xl,
 }
 
 
