@@ -29,6 +29,13 @@ def apply_compat_shims(pipe: Any) -> list[str]:
     ):
         object.__setattr__(text_encoder, "text_model", text_encoder)
         done.append("CLIPTextModel.text_model -> itself (transformers 5 layout, clip_skip callers)")
+    # diffusers' EasyAnimateInpaintPipeline reads vae.config.cache_mag_vae, which AutoencoderKLMagvit
+    # does not register (so loading drops it): every image-to-video call fails with AttributeError.
+    # EasyAnimate V5.1's magvit VAE processes the first frame on its own, i.e. True.
+    vae = getattr(pipe, "vae", None)
+    if type(pipe).__name__ == "EasyAnimateInpaintPipeline" and vae is not None and "cache_mag_vae" not in vae.config:
+        vae.register_to_config(cache_mag_vae=True)
+        done.append("AutoencoderKLMagvit config cache_mag_vae=True (read by EasyAnimateInpaintPipeline)")
     for note in done:
         log.info("compat: %s", note)
     return done

@@ -35,6 +35,8 @@ FAMILIES = (
     "mochi",
     "skyreels-v2-t2v",
     "i2vgen-xl",
+    "easyanimate-t2v",
+    "easyanimate-inp",
 )
 SEED = 0
 TEXT_DIM = 32
@@ -414,6 +416,86 @@ def build_i2vgen_xl() -> Any:
     )
 
 
+# Renders the chat messages EasyAnimate builds ({"role", "content": [{"type": "text", "text"}]}) as plain text.
+_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% for part in message['content'] %}{{ part['text'] }}{% endfor %}{% endfor %}"
+)
+
+
+def _easyanimate(inpaint: bool) -> Any:
+    """EasyAnimate V5.1 layout with a small BERT text encoder (a type the pipeline accepts) in place of
+    Qwen2-VL; the inpaint variant's transformer also takes the mask and masked-video latents."""
+    diffusers = _lib("diffusers")
+    transformers = _lib("transformers")
+    tokenizer = build_tokenizer()
+    tokenizer.chat_template = _CHAT_TEMPLATE
+    _seeded()
+    text_encoder = transformers.BertModel(
+        transformers.BertConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=512,
+        ),
+        add_pooling_layer=False,
+    )
+    _seeded()
+    transformer = diffusers.EasyAnimateTransformer3DModel(
+        # 3D RoPE splits the head dimension 2:3:3, each part even: 16 is the smallest that works.
+        num_attention_heads=2,
+        attention_head_dim=16,
+        # noise latents (4), plus for inpainting the mask (1) and the masked video's latents (4)
+        in_channels=9 if inpaint else 4,
+        out_channels=4,
+        time_embed_dim=2,
+        text_embed_dim=16,
+        num_layers=1,
+        sample_width=16,
+        sample_height=16,
+        patch_size=2,
+    )
+    _seeded()
+    vae = diffusers.AutoencoderKLMagvit(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=(
+            "SpatialDownBlock3D",
+            "SpatialTemporalDownBlock3D",
+            "SpatialTemporalDownBlock3D",
+            "SpatialTemporalDownBlock3D",
+        ),
+        up_block_types=(
+            "SpatialUpBlock3D",
+            "SpatialTemporalUpBlock3D",
+            "SpatialTemporalUpBlock3D",
+            "SpatialTemporalUpBlock3D",
+        ),
+        block_out_channels=(8, 8, 8, 8),
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=2,
+        spatial_group_norm=False,
+    )
+    cls = diffusers.EasyAnimateInpaintPipeline if inpaint else diffusers.EasyAnimatePipeline
+    return cls(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        transformer=transformer,
+        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(),
+    )
+
+
+def build_easyanimate_t2v() -> Any:
+    return _easyanimate(inpaint=False)
+
+
+def build_easyanimate_inp() -> Any:
+    return _easyanimate(inpaint=True)
+
+
 def build_ltx() -> Any:
     diffusers = _lib("diffusers")
     tokenizer = build_tokenizer()
@@ -462,6 +544,8 @@ BUILDERS: dict[str, Callable[[], Any]] = {
     "mochi": build_mochi,
     "skyreels-v2-t2v": build_skyreels_v2_t2v,
     "i2vgen-xl": build_i2vgen_xl,
+    "easyanimate-t2v": build_easyanimate_t2v,
+    "easyanimate-inp": build_easyanimate_inp,
 }
 
 

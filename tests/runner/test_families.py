@@ -126,6 +126,23 @@ CASES = [
     # No temporal compression, sides of 8: any frame count; 76 is not a multiple of 8 (the contract
     # allows 8s only), so the awkward part is the frame count the others would bend: it is kept.
     Case("i2vgen-xl", I2V, {"width": 72, "height": 64, "numFrames": 6}, (72, 64, 6), []),
+    Case(
+        "easyanimate-t2v",
+        T2V,
+        {"width": 72, "height": 64, "numFrames": 10},
+        (64, 64, 9),
+        ["numFrames 10 -> 9 (EasyAnimate needs 4k+1 frames)", "width 72 -> 64 (EasyAnimate needs a multiple of 16)"],
+    ),
+    Case(
+        "easyanimate-inp",
+        I2V,
+        {"width": 72, "height": 64, "numFrames": 10},
+        (64, 64, 9),
+        [
+            "numFrames 10 -> 9 (EasyAnimate InP needs 4k+1 frames)",
+            "width 72 -> 64 (EasyAnimate InP needs a multiple of 16)",
+        ],
+    ),
 ]
 
 
