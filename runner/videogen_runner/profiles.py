@@ -74,6 +74,7 @@ class TaskRoute(_Data):
 class FamilyData(_Data):
     family: str
     label: str
+    reference: str = ""
     tasks: dict[api.Task, TaskRoute]
     presets: dict[api.Preset, PresetData]
     image_input: Literal["image", "first-frame-video"] = Field(default="image", alias="imageInput")
