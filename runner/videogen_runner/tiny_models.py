@@ -37,6 +37,7 @@ FAMILIES = (
     "i2vgen-xl",
     "easyanimate-t2v",
     "easyanimate-inp",
+    "hunyuanvideo-t2v",
 )
 SEED = 0
 TEXT_DIM = 32
@@ -496,6 +497,86 @@ def build_easyanimate_inp() -> Any:
     return _easyanimate(inpaint=True)
 
 
+def build_hunyuanvideo_t2v() -> Any:
+    """HunyuanVideo: Llama text encoder (hidden states, 95-token template crop) plus CLIP pooled text,
+    guidance-embedded transformer; the encoders are tiny and built here instead of fetched."""
+    diffusers = _lib("diffusers")
+    transformers = _lib("transformers")
+    tokenizer = build_tokenizer()
+    tokenizer_2 = build_tokenizer(model_max_length=77)
+    _seeded()
+    text_encoder = transformers.LlamaModel(
+        transformers.LlamaConfig(
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=0,
+            hidden_size=16,
+            intermediate_size=37,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            num_hidden_layers=3,
+            vocab_size=len(tokenizer),
+            max_position_embeddings=512,
+        )
+    )
+    _seeded()
+    text_encoder_2 = transformers.CLIPTextModel(
+        transformers.CLIPTextConfig(
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=0,
+            hidden_size=8,
+            intermediate_size=37,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            vocab_size=len(tokenizer_2),
+            max_position_embeddings=77,
+            projection_dim=32,
+        )
+    )
+    _seeded()
+    transformer = diffusers.HunyuanVideoTransformer3DModel(
+        in_channels=4,
+        out_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=10,
+        num_layers=1,
+        num_single_layers=1,
+        num_refiner_layers=1,
+        patch_size=1,
+        patch_size_t=1,
+        guidance_embeds=True,
+        text_embed_dim=16,
+        pooled_projection_dim=8,
+        rope_axes_dim=(2, 4, 4),
+    )
+    _seeded()
+    vae = diffusers.AutoencoderKLHunyuanVideo(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        down_block_types=("HunyuanVideoDownBlock3D",) * 4,
+        up_block_types=("HunyuanVideoUpBlock3D",) * 4,
+        block_out_channels=(8, 8, 8, 8),
+        layers_per_block=1,
+        act_fn="silu",
+        norm_num_groups=4,
+        scaling_factor=0.476986,
+        spatial_compression_ratio=8,
+        temporal_compression_ratio=4,
+        mid_block_add_attention=True,
+    )
+    return diffusers.HunyuanVideoPipeline(
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        transformer=transformer,
+        vae=vae,
+        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(shift=7.0),
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=tokenizer_2,
+    )
+
+
 def build_ltx() -> Any:
     diffusers = _lib("diffusers")
     tokenizer = build_tokenizer()
@@ -546,6 +627,7 @@ BUILDERS: dict[str, Callable[[], Any]] = {
     "i2vgen-xl": build_i2vgen_xl,
     "easyanimate-t2v": build_easyanimate_t2v,
     "easyanimate-inp": build_easyanimate_inp,
+    "hunyuanvideo-t2v": build_hunyuanvideo_t2v,
 }
 
 
