@@ -107,12 +107,23 @@ def stream_wan_decode(vae: Any, latents: Any) -> Iterator[np.ndarray[Any, Any]]:
             vae.clear_cache()
 
 
-def _first_frame_video(image: Image.Image, num_frames: int) -> tuple[list[Image.Image], list[Image.Image]]:
-    """Image-to-video on an inpainting pipeline: the image is frame 0, every later frame is masked
-    (white = generate), as EasyAnimate's own image-to-video does."""
-    keep = Image.new("L", image.size, 0)
-    generate_mask = Image.new("L", image.size, 255)
-    return [image] * num_frames, [keep] + [generate_mask] * (num_frames - 1)
+def _first_frame_video(pipe: Any, image: Image.Image, params: GenerationParams) -> tuple[Any, Any]:
+    """Image-to-video on an inpainting pipeline: the image is frame 0 and every later frame is masked
+    (generated). Uses the pipeline module's own helper when it has one (EasyAnimate's
+    get_image_to_video_latent), so the tensors are exactly what the model's authors feed it."""
+    import sys
+
+    import torch
+
+    helper = getattr(sys.modules.get(type(pipe).__module__), "get_image_to_video_latent", None)
+    if helper is not None:
+        video, mask = helper(image, None, params.num_frames, (params.height, params.width))
+        return video, mask
+    frame = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0).permute(2, 0, 1)
+    video = frame[None, :, None].repeat(1, 1, params.num_frames, 1, 1)
+    mask = torch.full((1, 1, params.num_frames, params.height, params.width), 255.0)
+    mask[:, :, 0] = 0
+    return video, mask
 
 
 def _pipeline_kwargs(loaded: LoadedModel, request: GenerationRequest, output_type: str) -> dict[str, Any]:
@@ -132,11 +143,14 @@ def _pipeline_kwargs(loaded: LoadedModel, request: GenerationRequest, output_typ
         "generator": torch.Generator(device="cpu").manual_seed(p.seed),
         "output_type": output_type,
     }
+    # Arguments the pipeline needs that the spec does not carry (e.g. EasyAnimate fails on a None
+    # negative prompt under CFG); the spec's own values below win.
+    kwargs.update({k: v for k, v in profile.data.call_defaults.items() if k not in kwargs})
     if request.negative_prompt:
         kwargs["negative_prompt"] = request.negative_prompt
     if request.image is not None:
         if profile.data.image_input == "first-frame-video":
-            kwargs["video"], kwargs["mask_video"] = _first_frame_video(request.image, p.num_frames)
+            kwargs["video"], kwargs["mask_video"] = _first_frame_video(loaded.pipe, request.image, p)
         else:
             kwargs["image"] = request.image
     if profile.fps_argument is not None:

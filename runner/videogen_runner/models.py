@@ -247,6 +247,9 @@ def load_pipeline(info: ModelInfo, *, cuda: bool, env: Mapping[str, str] | None 
             f"model {info.uri}: loading failed: {one_line(f'{type(exc).__name__}: {exc}', 600)}"
         ) from exc
     pipe.set_progress_bar_config(disable=True)
+    from .compat import apply_compat_shims
+
+    apply_compat_shims(pipe)
     sizes = {
         name: module_bytes(component)
         for name, component in pipe.components.items()

@@ -74,6 +74,7 @@ class TaskRoute(_Data):
 class FamilyData(_Data):
     family: str
     label: str
+    reference: str = ""
     tasks: dict[api.Task, TaskRoute]
     presets: dict[api.Preset, PresetData]
     image_input: Literal["image", "first-frame-video"] = Field(default="image", alias="imageInput")
@@ -82,6 +83,7 @@ class FamilyData(_Data):
     vae_tiling_from_pixels: int | None = Field(default=None, alias="vaeTilingFromPixels")
     check_inputs_multiple: int = Field(default=api.DIMENSION_MULTIPLE, alias="checkInputsMultiple", ge=1)
     unsupported_fields: dict[str, str] = Field(default_factory=dict, alias="unsupportedFields")
+    call_defaults: dict[str, Any] = Field(default_factory=dict, alias="callDefaults")
 
 
 # The fallback for a diffusers video pipeline the table does not know: its shape rules still come

@@ -34,6 +34,10 @@ FAMILIES = (
     "cogvideox-i2v",
     "mochi",
     "skyreels-v2-t2v",
+    "i2vgen-xl",
+    "easyanimate-t2v",
+    "easyanimate-inp",
+    "hunyuanvideo-t2v",
 )
 SEED = 0
 TEXT_DIM = 32
@@ -60,7 +64,7 @@ def _seeded() -> None:
     torch.manual_seed(SEED)
 
 
-def build_tokenizer() -> Any:
+def build_tokenizer(model_max_length: int = 512) -> Any:
     """A T5-like tokenizer (pad=0, eos=1, unk=2) that needs no download."""
     tokenizers = _lib("tokenizers")
     transformers = _lib("transformers")
@@ -73,7 +77,11 @@ def build_tokenizer() -> Any:
     tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
     tok.post_processor = tokenizers.processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
     return transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=512
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        model_max_length=model_max_length,
     )
 
 
@@ -331,6 +339,244 @@ def build_skyreels_v2_t2v() -> Any:
     )
 
 
+def build_i2vgen_xl() -> Any:
+    """I2VGen-XL: a 3D UNet (no temporal compression, no callback_on_step_end, target_fps), CLIP text
+    and image encoders; 77-token CLIP prompts."""
+    diffusers = _lib("diffusers")
+    transformers = _lib("transformers")
+    tokenizer = build_tokenizer(model_max_length=77)
+    _seeded()
+    unet = diffusers.I2VGenXLUNet(
+        block_out_channels=(4, 8),
+        layers_per_block=1,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
+        up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
+        cross_attention_dim=4,
+        attention_head_dim=4,
+        num_attention_heads=None,
+        norm_num_groups=2,
+    )
+    _seeded()
+    vae = diffusers.AutoencoderKL(
+        # 4x spatial compression: keeps the UNet's work small on a CPU.
+        block_out_channels=(8, 8, 8),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * 3,
+        up_block_types=["UpDecoderBlock2D"] * 3,
+        latent_channels=4,
+        sample_size=32,
+        norm_num_groups=2,
+    )
+    _seeded()
+    text_encoder = transformers.CLIPTextModel(
+        transformers.CLIPTextConfig(
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=0,
+            hidden_size=4,
+            intermediate_size=16,
+            layer_norm_eps=1e-05,
+            num_attention_heads=2,
+            num_hidden_layers=2,
+            vocab_size=len(tokenizer),
+            max_position_embeddings=77,
+            hidden_act="gelu",
+            projection_dim=32,
+        )
+    )
+    _seeded()
+    image_encoder = transformers.CLIPVisionModelWithProjection(
+        transformers.CLIPVisionConfig(
+            hidden_size=4,
+            projection_dim=4,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            intermediate_size=16,
+            patch_size=1,
+        )
+    )
+    return diffusers.I2VGenXLPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        image_encoder=image_encoder,
+        feature_extractor=transformers.CLIPImageProcessor(crop_size=32, size=32),
+        unet=unet,
+        scheduler=diffusers.DDIMScheduler(
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            clip_sample=False,
+            set_alpha_to_one=False,
+        ),
+    )
+
+
+# Renders the chat messages EasyAnimate builds ({"role", "content": [{"type": "text", "text"}]}) as plain text.
+_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% for part in message['content'] %}{{ part['text'] }}{% endfor %}{% endfor %}"
+)
+
+
+def _easyanimate(inpaint: bool) -> Any:
+    """EasyAnimate V5.1 layout with a small BERT text encoder (a type the pipeline accepts) in place of
+    Qwen2-VL; the inpaint variant's transformer also takes the mask and masked-video latents."""
+    diffusers = _lib("diffusers")
+    transformers = _lib("transformers")
+    tokenizer = build_tokenizer()
+    tokenizer.chat_template = _CHAT_TEMPLATE
+    _seeded()
+    text_encoder = transformers.BertModel(
+        transformers.BertConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=512,
+        ),
+        add_pooling_layer=False,
+    )
+    _seeded()
+    transformer = diffusers.EasyAnimateTransformer3DModel(
+        # 3D RoPE splits the head dimension 2:3:3, each part even: 16 is the smallest that works.
+        num_attention_heads=2,
+        attention_head_dim=16,
+        # noise latents (4), plus for inpainting the mask (1) and the masked video's latents (4)
+        in_channels=9 if inpaint else 4,
+        out_channels=4,
+        time_embed_dim=2,
+        text_embed_dim=16,
+        num_layers=1,
+        sample_width=16,
+        sample_height=16,
+        patch_size=2,
+    )
+    _seeded()
+    vae = diffusers.AutoencoderKLMagvit(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=(
+            "SpatialDownBlock3D",
+            "SpatialTemporalDownBlock3D",
+            "SpatialTemporalDownBlock3D",
+            "SpatialTemporalDownBlock3D",
+        ),
+        up_block_types=(
+            "SpatialUpBlock3D",
+            "SpatialTemporalUpBlock3D",
+            "SpatialTemporalUpBlock3D",
+            "SpatialTemporalUpBlock3D",
+        ),
+        block_out_channels=(8, 8, 8, 8),
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=2,
+        spatial_group_norm=False,
+    )
+    cls = diffusers.EasyAnimateInpaintPipeline if inpaint else diffusers.EasyAnimatePipeline
+    return cls(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        transformer=transformer,
+        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(),
+    )
+
+
+def build_easyanimate_t2v() -> Any:
+    return _easyanimate(inpaint=False)
+
+
+def build_easyanimate_inp() -> Any:
+    return _easyanimate(inpaint=True)
+
+
+def build_hunyuanvideo_t2v() -> Any:
+    """HunyuanVideo: Llama text encoder (hidden states, 95-token template crop) plus CLIP pooled text,
+    guidance-embedded transformer; the encoders are tiny and built here instead of fetched."""
+    diffusers = _lib("diffusers")
+    transformers = _lib("transformers")
+    tokenizer = build_tokenizer()
+    tokenizer_2 = build_tokenizer(model_max_length=77)
+    _seeded()
+    text_encoder = transformers.LlamaModel(
+        transformers.LlamaConfig(
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=0,
+            hidden_size=16,
+            intermediate_size=37,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            num_hidden_layers=3,
+            vocab_size=len(tokenizer),
+            max_position_embeddings=512,
+        )
+    )
+    _seeded()
+    text_encoder_2 = transformers.CLIPTextModel(
+        transformers.CLIPTextConfig(
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=0,
+            hidden_size=8,
+            intermediate_size=37,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            vocab_size=len(tokenizer_2),
+            max_position_embeddings=77,
+            projection_dim=32,
+        )
+    )
+    _seeded()
+    transformer = diffusers.HunyuanVideoTransformer3DModel(
+        in_channels=4,
+        out_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=10,
+        num_layers=1,
+        num_single_layers=1,
+        num_refiner_layers=1,
+        patch_size=1,
+        patch_size_t=1,
+        guidance_embeds=True,
+        text_embed_dim=16,
+        pooled_projection_dim=8,
+        rope_axes_dim=(2, 4, 4),
+    )
+    _seeded()
+    vae = diffusers.AutoencoderKLHunyuanVideo(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        down_block_types=("HunyuanVideoDownBlock3D",) * 4,
+        up_block_types=("HunyuanVideoUpBlock3D",) * 4,
+        block_out_channels=(8, 8, 8, 8),
+        layers_per_block=1,
+        act_fn="silu",
+        norm_num_groups=4,
+        scaling_factor=0.476986,
+        spatial_compression_ratio=8,
+        temporal_compression_ratio=4,
+        mid_block_add_attention=True,
+    )
+    return diffusers.HunyuanVideoPipeline(
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        transformer=transformer,
+        vae=vae,
+        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(shift=7.0),
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=tokenizer_2,
+    )
+
+
 def build_ltx() -> Any:
     diffusers = _lib("diffusers")
     tokenizer = build_tokenizer()
@@ -378,6 +624,10 @@ BUILDERS: dict[str, Callable[[], Any]] = {
     "cogvideox-i2v": build_cogvideox_i2v,
     "mochi": build_mochi,
     "skyreels-v2-t2v": build_skyreels_v2_t2v,
+    "i2vgen-xl": build_i2vgen_xl,
+    "easyanimate-t2v": build_easyanimate_t2v,
+    "easyanimate-inp": build_easyanimate_inp,
+    "hunyuanvideo-t2v": build_hunyuanvideo_t2v,
 }
 
 

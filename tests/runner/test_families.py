@@ -123,6 +123,33 @@ CASES = [
         (64, 64, 9),
         ["numFrames 10 -> 9 (SkyReels-V2 needs 4k+1 frames)", "height 72 -> 64 (SkyReels-V2 needs a multiple of 16)"],
     ),
+    # No temporal compression, sides of 8: any frame count; 76 is not a multiple of 8 (the contract
+    # allows 8s only), so the awkward part is the frame count the others would bend: it is kept.
+    Case("i2vgen-xl", I2V, {"width": 72, "height": 64, "numFrames": 6}, (72, 64, 6), []),
+    Case(
+        "easyanimate-t2v",
+        T2V,
+        {"width": 72, "height": 64, "numFrames": 10},
+        (64, 64, 9),
+        ["numFrames 10 -> 9 (EasyAnimate needs 4k+1 frames)", "width 72 -> 64 (EasyAnimate needs a multiple of 16)"],
+    ),
+    Case(
+        "easyanimate-inp",
+        I2V,
+        {"width": 72, "height": 64, "numFrames": 10},
+        (64, 64, 9),
+        [
+            "numFrames 10 -> 9 (EasyAnimate InP needs 4k+1 frames)",
+            "width 72 -> 64 (EasyAnimate InP needs a multiple of 16)",
+        ],
+    ),
+    Case(
+        "hunyuanvideo-t2v",
+        T2V,
+        {"width": 72, "height": 64, "numFrames": 10},
+        (64, 64, 9),
+        ["numFrames 10 -> 9 (HunyuanVideo needs 4k+1 frames)", "width 72 -> 64 (HunyuanVideo needs a multiple of 16)"],
+    ),
 ]
 
 
@@ -336,3 +363,17 @@ class TestRefusedBeforeWastingGpuTime:
         assert code == api.ExitCode.INVALID_INPUT
         assert failure.message == "spec.negativePrompt: distilled without CFG; remove it or use another model"
         assert "timings" not in message
+
+    def test_hunyuanvideo_refuses_a_negative_prompt_it_would_ignore(
+        self,
+        family_model: Callable[[str], Path],
+        run_inprocess: RunInProcess,
+        s3_env: dict[str, str],
+        bucket: str,
+    ) -> None:
+        spec = {"model": str(family_model("hunyuanvideo-t2v")), "task": T2V, "prompt": PROMPT, "negativePrompt": "x"}
+
+        code, message = run_inprocess(spec, {**s3_env, api.ENV_OUTPUT_BUCKET: bucket})
+
+        assert code == api.ExitCode.INVALID_INPUT
+        assert message["message"].startswith("spec.negativePrompt: HunyuanVideo is guidance-distilled")
