@@ -390,3 +390,43 @@ def test_an_https_image_on_loopback_is_refused_without_a_request(
         assert recorder.connections == [], "the refused address saw a request"
     finally:
         recorder.close()
+
+
+# --------------------------------------------------------------------------- the chart's NetworkPolicy
+
+
+def test_runner_network_policy_renders_and_is_accepted(cluster: DevCluster, namespace: str) -> None:
+    sets = [
+        f"watchNamespaces={{{namespace}}}",
+        "networkPolicy.enabled=true",
+        "networkPolicy.s3.cidrs={10.20.0.15/32}",
+        "networkPolicy.apiServer.cidrs={10.0.0.1/32}",
+        "tenancy.blockedCidrs={10.96.0.0/12}",
+    ]
+    args = ["template", "videogen", str(CHART), "-n", "videogen-system", "--kube-version", "1.35.4"]
+    for s in sets:
+        args += ["--set", s]
+    rendered = subprocess.run(
+        [str(cluster.binaries.helm), *args], capture_output=True, text=True, env=cluster.env(), check=False
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    docs = [d for d in yaml.safe_load_all(rendered.stdout) if d]
+    (policy,) = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    assert policy["metadata"]["namespace"] == namespace
+    assert policy["spec"]["podSelector"]["matchLabels"] == {
+        api.LABEL_MANAGED_BY: api.MANAGED_BY,
+        api.LABEL_COMPONENT: "runner",
+    }
+    assert policy["spec"]["ingress"] == []
+    blocks = [t["ipBlock"] for rule in policy["spec"]["egress"] for t in rule["to"] if "ipBlock" in t]
+    public = next(b for b in blocks if b["cidr"] == "0.0.0.0/0")
+    assert {"169.254.0.0/16", "10.96.0.0/12"} <= set(public["except"])
+    assert {"10.20.0.15/32", "10.0.0.1/32"} <= {b["cidr"] for b in blocks}
+    accepted = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(policy))
+    assert accepted.returncode == 0, accepted.stderr
+
+    off = subprocess.run(
+        [str(cluster.binaries.helm), "template", "videogen", str(CHART), "--kube-version", "1.35.4"],
+        capture_output=True, text=True, env=cluster.env(), check=False,
+    )  # fmt: skip
+    assert "kind: NetworkPolicy" not in off.stdout, "off by default"
