@@ -491,7 +491,8 @@ class Reconciler:
                 if suspended_since(status) is not None:
                     self.kube.set_job_suspended(p.ref.namespace, base["jobName"], False)
                 resumed = set_suspended(base, False, "resumed; waiting for Kueue", p.now, p.generation)
-                self._move(p, resumed, Phase.QUEUED, Reason.WAITING_FOR_ADMISSION, _kueue_message(spec))
+                reason, message = self._kueue_state(p)
+                self._move(p, resumed, Phase.QUEUED, reason, message)
             else:
                 # Resuming takes a GPU slot again, so it goes through admission.
                 p.outcome.needs_admission = True
