@@ -38,6 +38,7 @@ from videogen_operator import manifests
 from videogen_operator.kube import Kube, api_message, is_refusal
 from videogen_operator.manifests import JobRef
 from videogen_operator.observe import (
+    DISRUPTION,
     Failure,
     JobView,
     job_failure,
@@ -533,8 +534,14 @@ class Reconciler:
         the job's own timeoutSeconds allows (the Job's activeDeadlineSeconds enforces it)."""
         waiting = self._pod_create_failure(p, view, job) or view.waiting
         if view.disruption is not None and (view.last_failure is None or view.lost_to_disruption):
-            d = view.disruption
-            message = f"the runner pod was disrupted ({d.reason}: {d.message}); waiting for its replacement"
+            # Kept in lastFailure: the disrupted pod object is removed soon, the cause must not be.
+            base["lastFailure"] = view.disruption.to_status(p.now)
+        last = base.get("lastFailure") or {}
+        if last.get("location") == DISRUPTION:
+            message = (
+                f"the runner pod was disrupted ({last.get('reason')}: {last.get('message')}); "
+                "waiting for its replacement"
+            )
         elif view.last_failure is not None:
             failure = view.last_failure
             message = f"attempt {view.attempts - 1} failed ({failure.reason}: {failure.message}); retrying"
