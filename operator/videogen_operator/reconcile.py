@@ -557,8 +557,9 @@ class Reconciler:
         """The pod has not run yet: say why, and fail it once the startup deadline passes."""
         limit = p.spec.startup_timeout_seconds
         # Counted from the current pod's creation (a pod that waits for a GPU after an
-        # earlier pod failed gets its own full allowance), else from the last pod activity.
-        times = [t for t in (view.last_pod_activity, view.created_at) if t is not None]
+        # earlier pod failed gets its own full allowance), else from the last pod activity or
+        # the Job's (re)start (a Job Kueue admits after hours starts its clock then).
+        times = [t for t in (view.last_pod_activity, view.started_at, view.created_at) if t is not None]
         started = view.current_created_at or (max(times) if times else p.now)
         create_failure = self._pod_create_failure(p, view, job)
         if (p.now - started).total_seconds() >= limit:
