@@ -250,6 +250,8 @@ async def videogenjob_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> 
     if event["type"] == "DELETED":
         await runtime.dispatch.kick(ADMISSION)
         return
+    if (obj.get("status") or {}).get("phase") in TERMINAL:
+        return  # finished for good: nothing to reconcile (thousands of these at start-up)
     await runtime.dispatch.kick((meta["namespace"], meta["name"]))
 
 
