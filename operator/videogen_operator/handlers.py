@@ -258,6 +258,8 @@ async def videogenjob_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> 
         await runtime.dispatch.kick(ADMISSION)
         return
     metrics.job_seen(obj)
+    if (obj.get("status") or {}).get("phase") in TERMINAL:
+        return  # finished for good: nothing to reconcile (thousands of these at start-up)
     await runtime.dispatch.kick((meta["namespace"], meta["name"]))
 
 

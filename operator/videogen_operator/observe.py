@@ -171,6 +171,8 @@ def _parse_result(pod: dict[str, Any]) -> tuple[api.RunnerResult | None, str | N
     return None, f"the runner succeeded but its result could not be read: {message[:200]!r}"
 
 
+# Failure.location of a disruption (not the runner's failure, not an attempt).
+DISRUPTION = "disruption"
 # Pod status reasons that mean the node or the cluster took the pod away.
 DISRUPTION_REASONS = frozenset({"Evicted", "Preempting", "Preempted", "NodeShutdown", "Shutdown", "Terminated"})
 
@@ -234,7 +236,7 @@ def view_job(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> JobView:
             view.disruption = Failure(
                 reason=str(cond.get("reason") or pod_status.get("reason") or "Disrupted"),
                 message=str(cond.get("message") or pod_status.get("message") or "the runner pod was disrupted"),
-                location="pod",
+                location=DISRUPTION,
             )
             view.lost_to_disruption = True
         elif "terminated" in state and state["terminated"].get("exitCode", 0) != 0:

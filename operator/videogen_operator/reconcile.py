@@ -38,6 +38,7 @@ from videogen_operator import manifests, metrics
 from videogen_operator.kube import Kube, api_message, is_refusal
 from videogen_operator.manifests import JobRef
 from videogen_operator.observe import (
+    DISRUPTION,
     Failure,
     JobView,
     job_failure,
@@ -470,7 +471,8 @@ class Reconciler:
                 if suspended_since(status) is not None:
                     self.kube.set_job_suspended(p.ref.namespace, base["jobName"], False)
                 resumed = set_suspended(base, False, "resumed; waiting for Kueue", p.now, p.generation)
-                self._move(p, resumed, Phase.QUEUED, Reason.WAITING_FOR_ADMISSION, _kueue_message(spec))
+                reason, message = self._kueue_state(p)
+                self._move(p, resumed, Phase.QUEUED, reason, message)
             else:
                 # Resuming takes a GPU slot again, so it goes through admission.
                 p.outcome.needs_admission = True
@@ -511,8 +513,14 @@ class Reconciler:
         the job's own timeoutSeconds allows (the Job's activeDeadlineSeconds enforces it)."""
         waiting = self._pod_create_failure(p, view, job) or view.waiting
         if view.disruption is not None and (view.last_failure is None or view.lost_to_disruption):
-            d = view.disruption
-            message = f"the runner pod was disrupted ({d.reason}: {d.message}); waiting for its replacement"
+            # Kept in lastFailure: the disrupted pod object is removed soon, the cause must not be.
+            base["lastFailure"] = view.disruption.to_status(p.now)
+        last = base.get("lastFailure") or {}
+        if last.get("location") == DISRUPTION:
+            message = (
+                f"the runner pod was disrupted ({last.get('reason')}: {last.get('message')}); "
+                "waiting for its replacement"
+            )
         elif view.last_failure is not None:
             failure = view.last_failure
             message = f"attempt {view.attempts - 1} failed ({failure.reason}: {failure.message}); retrying"
@@ -528,8 +536,9 @@ class Reconciler:
         """The pod has not run yet: say why, and fail it once the startup deadline passes."""
         limit = p.spec.startup_timeout_seconds
         # Counted from the current pod's creation (a pod that waits for a GPU after an
-        # earlier pod failed gets its own full allowance), else from the last pod activity.
-        times = [t for t in (view.last_pod_activity, view.created_at) if t is not None]
+        # earlier pod failed gets its own full allowance), else from the last pod activity or
+        # the Job's (re)start (a Job Kueue admits after hours starts its clock then).
+        times = [t for t in (view.last_pod_activity, view.started_at, view.created_at) if t is not None]
         started = view.current_created_at or (max(times) if times else p.now)
         create_failure = self._pod_create_failure(p, view, job)
         if (p.now - started).total_seconds() >= limit:

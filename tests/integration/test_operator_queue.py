@@ -49,10 +49,54 @@ def test_cap_of_one_runs_three_jobs_one_after_another(jobs: Jobs, start_operator
     assert finished == names, "jobs run in creation order"
 
 
+# Kueue's LocalQueue API, reduced to what the operator looks at (does the queue exist?).
+LOCAL_QUEUE_CRD = """
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: localqueues.kueue.x-k8s.io}
+spec:
+  group: kueue.x-k8s.io
+  scope: Namespaced
+  names: {plural: localqueues, singular: localqueue, kind: LocalQueue}
+  versions:
+    - name: v1beta1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
+"""
+
+
+def local_queue(devcluster: Any, namespace: str, name: str) -> None:
+    for manifest in (
+        LOCAL_QUEUE_CRD,
+        f"apiVersion: kueue.x-k8s.io/v1beta1\nkind: LocalQueue\nmetadata: {{name: {name}, namespace: {namespace}}}\n",
+    ):
+        for _ in range(30):  # the CRD needs a moment to be served
+            if devcluster.kubectl("apply", "-f", "-", input=manifest).returncode == 0:
+                break
+            time.sleep(1)
+
+
+def test_a_missing_local_queue_is_on_the_job_and_in_a_warning(jobs: Jobs, start_operator: Any) -> None:
+    start_operator()
+    jobs.apply(tiny_job("no-queue", queueName="nowhere", cache=False))
+    status = jobs.wait_phase("no-queue", "Queued", timeout=30)
+    for _ in range(20):
+        status = jobs.status("no-queue")
+        if status.get("reason") == "LocalQueueMissing":
+            break
+        time.sleep(0.5)
+    assert status["reason"] == "LocalQueueMissing", status
+    assert "'nowhere'" in status["message"] and "spec.queueName" in status["message"]
+    assert any(e["type"] == "Warning" and e["reason"] == "LocalQueueMissing" for e in jobs.events("no-queue"))
+
+
 def test_queue_name_hands_the_job_to_kueue(devcluster: Any, jobs: Jobs, namespace: str, start_operator: Any) -> None:
     """With spec.queueName the Job is created suspended with Kueue's label; the
     job shows Queued until Kueue admits it (here we admit it as Kueue does: by
     unsuspending the Job), and the operator's own cap does not hold it back."""
+    local_queue(devcluster, namespace, "gpu-queue")
     start_operator(max_running=1)
     jobs.apply(tiny_job("kueued", queueName="gpu-queue", cache=False))
     status = jobs.wait_phase("kueued", "Queued", timeout=30)

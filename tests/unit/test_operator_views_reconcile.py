@@ -261,6 +261,10 @@ def test_a_disruption_keeps_a_job_that_has_run_running_and_is_not_an_attempt() -
     assert s["attempts"] == 1
     assert "disrupted" in s["message"] and "Unschedulable" in s["message"]
     assert fake.deleted_jobs == []
+    r.views._pods["job-uid"] = [waiting]  # type: ignore[index]  # the evicted pod object is removed
+    r.reconcile(NS, "drained")
+    s = status_of(r, "drained")
+    assert "disrupted" in s["message"] and s["lastFailure"]["location"] == "disruption", s["message"]
 
 
 def test_a_job_that_never_ran_times_out_from_its_current_pods_creation() -> None:

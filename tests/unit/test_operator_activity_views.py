@@ -1,0 +1,116 @@
+"""Which replica acts (kopf's peering rule), the views' overlays, and per-key retry with backoff."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Hashable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from videogen_operator.activity import is_active, start_priority
+from videogen_operator.dispatch import Coalescer
+from videogen_operator.kube import ConflictError, is_refusal, is_transient
+from videogen_operator.views import Views, job_gpus
+
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def peer(priority: int, seconds_ago: int = 0, lifetime: int = 30) -> dict[str, Any]:
+    seen = (NOW - timedelta(seconds=seconds_ago)).isoformat()
+    return {"priority": priority, "lastseen": seen, "lifetime": lifetime}
+
+
+def test_the_oldest_live_replica_is_the_active_one() -> None:
+    older, newer = start_priority(1000.0), start_priority(2000.0)
+    assert older > newer
+    body = {"status": {"a": peer(older), "b": peer(newer)}}
+    assert is_active([body], "a", older, NOW)
+    assert not is_active([body], "b", newer, NOW)
+
+
+def test_a_dead_peer_does_not_hold_the_standby_back() -> None:
+    body = {"status": {"a": peer(10, seconds_ago=60), "b": peer(5)}}
+    assert is_active([body], "b", 5, NOW)
+
+
+def test_same_priority_or_unlisted_or_missing_peering_means_not_active() -> None:
+    assert not is_active([{"status": {"a": peer(5), "b": peer(5)}}], "a", 5, NOW), "kopf pauses both"
+    assert not is_active([{"status": {"b": peer(5)}}], "a", 10, NOW), "kopf has not announced us yet"
+    assert not is_active([None], "a", 10, NOW), "no peering object: kopf stays paused"
+    assert not is_active([{"status": {"a": peer(10)}}, None], "a", 10, NOW), "every watched namespace counts"
+
+
+def body(name: str, rv: str, uid: str = "u1", phase: str = "Queued") -> dict[str, Any]:
+    meta = {"namespace": "ns", "name": name, "uid": uid, "resourceVersion": rv}
+    return {"metadata": meta, "spec": {}, "status": {"phase": phase}}
+
+
+def test_our_own_write_wins_until_the_watch_catches_up() -> None:
+    index: dict[Any, list[dict[str, Any]]] = {("ns", "a"): [body("a", "5")]}
+    views = Views(index, {}, {})
+    views.remember_vgj(body("a", "7", phase="Running"))
+    assert views.vgj("ns", "a")["status"]["phase"] == "Running"  # type: ignore[index]
+    index[("ns", "a")] = [body("a", "8", phase="Succeeded")]
+    assert views.vgj("ns", "a")["status"]["phase"] == "Succeeded"  # type: ignore[index]
+    index.pop(("ns", "a"))
+    views.remember_vgj(body("a", "9"))
+    assert views.vgj("ns", "a") is None, "deleted since: the write does not resurrect it"
+
+
+def test_a_recreated_object_is_never_confused_with_our_write_to_its_predecessor() -> None:
+    index: dict[Any, list[dict[str, Any]]] = {("ns", "a"): [body("a", "3", uid="new")]}
+    views = Views(index, {}, {})
+    views.remember_vgj(body("a", "9", uid="old", phase="Running"))
+    assert views.vgj("ns", "a")["metadata"]["uid"] == "new"  # type: ignore[index]
+
+
+def test_a_just_created_job_is_in_view_until_its_watch_event_arrives() -> None:
+    jobs: dict[Any, list[dict[str, Any]]] = {}
+    views = Views({}, jobs, {})
+    job = {"metadata": {"name": "j", "namespace": "ns", "uid": "ju", "resourceVersion": "1"}, "spec": {}, "status": {}}
+    views.remember_job("owner", job)
+    assert views.job_of("owner", "j") is not None
+    assert views.job_of("owner", "other-name") is None
+    assert [uid for uid, _ in views.jobs()] == ["owner"]
+
+
+def test_gpus_are_read_from_the_job_itself() -> None:
+    job = {
+        "spec": {"template": {"spec": {"containers": [{"resources": {"limits": {"nvidia.com/gpu": "2", "cpu": "4"}}}]}}}
+    }
+    assert job_gpus(job) == 2
+
+
+def test_error_classes() -> None:
+    assert is_transient(ApiException(status=503)) and is_transient(ApiException(status=429))
+    assert is_transient(TimeoutError())
+    assert is_refusal(ApiException(status=422)) and is_refusal(ApiException(status=403))
+    assert not is_refusal(ApiException(status=409)) and not is_refusal(ApiException(status=429))
+
+
+def test_a_failing_key_is_retried_with_backoff_while_others_go_on() -> None:
+    calls: list[Hashable] = []
+    errors: list[Hashable] = []
+
+    def work(key: Hashable) -> None:
+        calls.append(key)
+        if key == "bad" and calls.count("bad") < 3:
+            raise ApiException(status=500)
+        if key == "raced" and calls.count("raced") < 2:
+            raise ConflictError("changed")
+
+    async def scenario() -> None:
+        c = Coalescer(work, lambda k, e: errors.append(k))
+        import videogen_operator.dispatch as d
+
+        d.BACKOFF_START = 0.05
+        await asyncio.gather(c.kick("bad"), c.kick("good"), c.kick("raced"))
+        await asyncio.sleep(1.0)
+
+    asyncio.run(scenario())
+    assert calls.count("good") == 1
+    assert calls.count("bad") == 3, "retried until it succeeded"
+    assert calls.count("raced") == 2, "a lost resourceVersion race is retried"
+    assert errors == [], "transient errors reach the job's status only once they persist"
