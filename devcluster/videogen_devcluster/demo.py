@@ -146,5 +146,6 @@ def _report(dc: DevCluster, status: dict[str, Any]) -> None:
     )
     print(f"  presigned    {output.get('url')}")
     print(f"  seed         {status.get('seed')}; timings {json.dumps(status.get('timings'))}")
+    print(f"  GPU time     {status.get('gpuSeconds')} GPU-seconds (status.gpuSeconds)")
     for path in copied:
         print(f"  copied to    {path}")

@@ -150,6 +150,13 @@ def test_alert_rules_pass_promtool(cluster: DevCluster, tmp_path: Path) -> None:
         [str(tool("promtool")), "check", "rules", str(path)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    # And the check has teeth: the same rules with one expression broken are refused.
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(path.read_text().replace("sum by (namespace)", "sum by (namespace", 1))
+    refused = subprocess.run(
+        [str(tool("promtool")), "check", "rules", str(broken)], capture_output=True, text=True, check=False
+    )
+    assert refused.returncode != 0 and "parse error" in refused.stdout + refused.stderr
     alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
     assert alerts == {
         "VideoGenJobFailureRatioHigh",
