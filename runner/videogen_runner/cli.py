@@ -185,7 +185,23 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     args = build_parser().parse_args(argv)
     env = os.environ if env is None else env
     setup_logging(args.log_level or env.get(ENV_LOG_LEVEL) or "INFO")
-    termination_log = Path(args.termination_log or env.get(api.ENV_TERMINATION_LOG) or api.DEFAULT_TERMINATION_LOG)
+    from . import parallel
+
+    if parallel.is_secondary_rank(env):
+        return parallel.run_secondary(args.spec_file, env)
+    if not parallel.is_rank(env) and (gpus := parallel.requested_gpus(args.spec_file, env)) > 1:
+        return parallel.launch(list(sys.argv[1:] if argv is None else argv), env, gpus, _termination_log(args, env))
+    code = _main(args, env)
+    parallel.record_exit_code(env, code)
+    return code
+
+
+def _termination_log(args: argparse.Namespace, env: Mapping[str, str]) -> Path:
+    return Path(args.termination_log or env.get(api.ENV_TERMINATION_LOG) or api.DEFAULT_TERMINATION_LOG)
+
+
+def _main(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    termination_log = _termination_log(args, env)
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         result = run(args, env)

@@ -95,6 +95,7 @@ def render_video(
     on_step: StepHook | None = None,
     clock: StageClock | None = None,
 ) -> Rendered:
+    from . import parallel
     from .acceleration import apply_after_placement, apply_before_placement, resolve_acceleration, with_plan_bytes
     from .encode import encode_frames
     from .generate import GenerationRequest
@@ -110,6 +111,7 @@ def render_video(
 
     started = time.monotonic()
     on_stage(api.Stage.LOADING)
+    ctx = parallel.init(env)
     image = fetch_input_image(spec.image, s3, policy) if spec.image else None
     hf_offline_env()
     with open_model(spec.model, env=env, s3_client=s3, policy=policy) as model_dir:
@@ -117,7 +119,7 @@ def render_video(
         resolved = resolve_params(
             spec,
             info.rules,
-            seed_source=lambda: secrets.randbelow(api.MAX_SEED + 1),
+            seed_source=parallel.shared_seed(ctx, lambda: secrets.randbelow(api.MAX_SEED + 1)),
             image_size=image.size if image else None,
         )
         for note in resolved.filled:
@@ -127,6 +129,8 @@ def render_video(
         cuda = cuda_available()
         loaded = load_pipeline(info, cuda=cuda)
     params = resolved.params
+    if ctx is not None:
+        parallel.require_context_parallel(loaded.pipe, ctx.world_size, spec.model)
     acceleration = apply_before_placement(loaded.pipe, spec.acceleration)
     if spec.acceleration is not None and spec.acceleration.weight_storage is api.WeightStorage.FP8:
         loaded = with_plan_bytes(loaded)
@@ -142,7 +146,11 @@ def render_video(
     accel = resolve_acceleration(
         spec.acceleration, family=info.family, preset=spec.preset, cuda=cuda, memory_mode=plan.mode
     )
-    acceleration += apply_after_placement(loaded.pipe, accel, cuda=cuda, steps=params.steps, env=env)
+    if ctx is not None:
+        acceleration.append(parallel.enable_context_parallel(ctx, loaded.pipe, spec.model))
+    acceleration += apply_after_placement(
+        loaded.pipe, accel, cuda=cuda, steps=params.steps, env=env, parallel=ctx is not None
+    )
     clock.add("loading", time.monotonic() - started)
 
     started = time.monotonic()
