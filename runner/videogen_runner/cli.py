@@ -20,6 +20,7 @@ from types import FrameType
 
 from videogen_api import v1alpha1 as api
 
+from . import coldstart
 from .errors import TerminatedError, failure_for
 from .progress import ProgressReporter, make_sink
 from .render import StageClock
@@ -87,6 +88,8 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> api.RunnerResult:
         run_input.spec_hash,
     )
 
+    # torch, diffusers and CUDA load in the background while the store is probed and inputs fetched.
+    coldstart.start_imports()
     reporter = ProgressReporter(make_sink(run_input.identity, env))
     try:
         result = _generate_and_upload(args, env, run_input, reporter, clock)

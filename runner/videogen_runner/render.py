@@ -45,6 +45,9 @@ class StageClock:
 
         return api.Timings(
             loading=get("loading"),
+            loading_import=get("loading_import"),
+            loading_read=get("loading_read"),
+            loading_place=get("loading_place"),
             generating=get("generating"),
             encoding=get("encoding"),
             uploading=get("uploading"),
@@ -95,13 +98,13 @@ def render_video(
     on_step: StepHook | None = None,
     clock: StageClock | None = None,
 ) -> Rendered:
-    from . import parallel
+    from . import coldstart, parallel
     from .acceleration import apply_after_placement, apply_before_placement, resolve_acceleration, with_plan_bytes
     from .encode import encode_frames
     from .generate import GenerationRequest
     from .images import fetch_input_image, fit_to_frame
     from .memory import OutputSize, choose_memory_plan
-    from .models import hf_offline_env, inspect_model, load_pipeline, open_model
+    from .models import component_dtypes, hf_offline_env, inspect_model, load_pipeline, open_model
     from .oom import generate_with_fallback
     from .placement import apply_memory_plan, cuda_available, cuda_free_bytes
     from .presets import resolve_params
@@ -111,9 +114,12 @@ def render_video(
 
     started = time.monotonic()
     on_stage(api.Stage.LOADING)
-    ctx = parallel.init(env)
+    coldstart.start_imports()
     image = fetch_input_image(spec.image, s3, policy) if spec.image else None
     hf_offline_env()
+    clock.add("loading_import", coldstart.wait_for_imports())
+    ctx = parallel.init(env)
+    read_started = time.monotonic()
     with open_model(spec.model, env=env, s3_client=s3, policy=policy) as model_dir:
         info = inspect_model(spec.model, model_dir, spec.task)
         resolved = resolve_params(
@@ -127,7 +133,18 @@ def render_video(
         for note in resolved.adjustments:
             log.warning("adjusted %s", note)
         cuda = cuda_available()
-        loaded = load_pipeline(info, cuda=cuda)
+        device_map = coldstart.device_map_for(
+            model_dir,
+            component_dtypes(info.family, cuda),
+            cuda=cuda,
+            parallel=ctx is not None,
+            memory=spec.memory,
+            output=OutputSize(resolved.params.width, resolved.params.height, resolved.params.num_frames),
+            free_bytes=cuda_free_bytes() if cuda else None,
+        )
+        loaded = load_pipeline(info, cuda=cuda, device_map=device_map)
+    clock.add("loading_read", time.monotonic() - read_started)
+    place_started = time.monotonic()
     params = resolved.params
     if ctx is not None:
         parallel.require_context_parallel(loaded.pipe, ctx.world_size, spec.model)
@@ -151,6 +168,7 @@ def render_video(
     acceleration += apply_after_placement(
         loaded.pipe, accel, cuda=cuda, steps=params.steps, env=env, parallel=ctx is not None
     )
+    clock.add("loading_place", time.monotonic() - place_started)
     clock.add("loading", time.monotonic() - started)
 
     started = time.monotonic()
