@@ -439,41 +439,39 @@ MAX_STEP_CACHE_INTERVAL: Final = 20
 MAX_MAG_RATIOS: Final = MAX_STEPS + 1
 
 
+STEP_CACHE_VALIDATIONS: Final[list[dict[str, str]]] = [
+    _cel(
+        "!has(self.threshold) || self.type == 'first-block' || self.type == 'mag'",
+        "threshold applies to first-block and mag only",
+        field_path=".threshold",
+        reason="FieldValueForbidden",
+    ),
+    _cel(
+        "!has(self.interval) || self.type == 'taylorseer'",
+        "interval applies to taylorseer only",
+        field_path=".interval",
+        reason="FieldValueForbidden",
+    ),
+    _cel(
+        "self.type != 'mag' || has(self.magRatios)",
+        "mag needs magRatios: the per-step residual magnitude ratios of this checkpoint (a calibration run)",
+        field_path=".magRatios",
+        reason="FieldValueRequired",
+    ),
+    _cel(
+        "!has(self.magRatios) || self.type == 'mag'",
+        "magRatios applies to mag only",
+        field_path=".magRatios",
+        reason="FieldValueForbidden",
+    ),
+]
+
+
 class StepCacheSpec(_Model):
     """Which step cache the denoiser uses; unset fields take the family's defaults."""
 
     model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": cast(
-                list[JsonValue],
-                [
-                    _cel(
-                        "!has(self.threshold) || self.type == 'first-block' || self.type == 'mag'",
-                        "threshold applies to first-block and mag only",
-                        field_path=".threshold",
-                        reason="FieldValueForbidden",
-                    ),
-                    _cel(
-                        "!has(self.interval) || self.type == 'taylorseer'",
-                        "interval applies to taylorseer only",
-                        field_path=".interval",
-                        reason="FieldValueForbidden",
-                    ),
-                    _cel(
-                        "self.type != 'mag' || has(self.magRatios)",
-                        "mag needs magRatios: the per-step residual magnitude ratios of this checkpoint (a calibration run)",
-                        field_path=".magRatios",
-                        reason="FieldValueRequired",
-                    ),
-                    _cel(
-                        "!has(self.magRatios) || self.type == 'mag'",
-                        "magRatios applies to mag only",
-                        field_path=".magRatios",
-                        reason="FieldValueForbidden",
-                    ),
-                ],
-            )
-        }
+        json_schema_extra={"x-kubernetes-validations": cast(list[JsonValue], STEP_CACHE_VALIDATIONS)},
     )
 
     type: StepCacheType = Field(
@@ -843,7 +841,8 @@ class Timings(_Model):
 
     loading: float | None = Field(None, description="Seconds spent syncing and loading the model.")
     loading_import: float | None = Field(
-        None, description="Part of loading: importing torch and diffusers (overlapped with fetching inputs)."
+        None,
+        description="Part of loading: waiting for torch, diffusers and CUDA to load (the rest overlaps fetching inputs).",
     )
     loading_read: float | None = Field(
         None, description="Part of loading: syncing the model and reading its weights (from_pretrained)."

@@ -20,6 +20,7 @@ from types import FrameType
 
 from videogen_api import v1alpha1 as api
 
+from . import coldstart
 from .errors import TerminatedError, failure_for
 from .progress import ProgressReporter, make_sink
 from .render import StageClock
@@ -87,6 +88,8 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> api.RunnerResult:
         run_input.spec_hash,
     )
 
+    # torch, diffusers and CUDA load in the background while the store is probed and inputs fetched.
+    coldstart.start_imports()
     reporter = ProgressReporter(make_sink(run_input.identity, env))
     try:
         result = _generate_and_upload(args, env, run_input, reporter, clock)
@@ -188,7 +191,23 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     args = build_parser().parse_args(argv)
     env = os.environ if env is None else env
     setup_logging(args.log_level or env.get(ENV_LOG_LEVEL) or "INFO")
-    termination_log = Path(args.termination_log or env.get(api.ENV_TERMINATION_LOG) or api.DEFAULT_TERMINATION_LOG)
+    from . import parallel
+
+    if parallel.is_secondary_rank(env):
+        return parallel.run_secondary(args.spec_file, env)
+    if not parallel.is_rank(env) and (gpus := parallel.requested_gpus(args.spec_file, env)) > 1:
+        return parallel.launch(list(sys.argv[1:] if argv is None else argv), env, gpus, _termination_log(args, env))
+    code = _main(args, env)
+    parallel.record_exit_code(env, code)
+    return code
+
+
+def _termination_log(args: argparse.Namespace, env: Mapping[str, str]) -> Path:
+    return Path(args.termination_log or env.get(api.ENV_TERMINATION_LOG) or api.DEFAULT_TERMINATION_LOG)
+
+
+def _main(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    termination_log = _termination_log(args, env)
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         result = run(args, env)

@@ -217,8 +217,11 @@ def module_bytes(module: Any) -> int:
     return int(total)
 
 
-def load_pipeline(info: ModelInfo, *, cuda: bool, env: Mapping[str, str] | None = None) -> LoadedModel:
-    """from_pretrained on CPU memory; the memory plan decides afterwards what moves to the GPU."""
+def load_pipeline(
+    info: ModelInfo, *, cuda: bool, env: Mapping[str, str] | None = None, device_map: str | None = None
+) -> LoadedModel:
+    """from_pretrained on CPU memory (or straight onto `device_map`, see coldstart.device_map_for);
+    the memory plan decides afterwards what moves to the GPU."""
     import diffusers
     import torch
 
@@ -239,6 +242,7 @@ def load_pipeline(info: ModelInfo, *, cuda: bool, env: Mapping[str, str] | None 
                 torch_dtype=dtype,
                 local_files_only=True,
                 trust_remote_code=False,
+                **({"device_map": device_map} if device_map else {}),
             )
     except Exception as exc:
         if isinstance(exc, torch.cuda.OutOfMemoryError):

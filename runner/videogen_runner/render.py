@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from videogen_api import v1alpha1 as api
 
 from .encode import EncodedVideo
-from .memory import MemoryPlan
+from .memory import MemoryPlan, OutputSize
 from .presets import GenerationParams
 from .s3 import RetryPolicy
 
@@ -45,6 +45,9 @@ class StageClock:
 
         return api.Timings(
             loading=get("loading"),
+            loading_import=get("loading_import"),
+            loading_read=get("loading_read"),
+            loading_place=get("loading_place"),
             generating=get("generating"),
             encoding=get("encoding"),
             uploading=get("uploading"),
@@ -95,12 +98,13 @@ def render_video(
     on_step: StepHook | None = None,
     clock: StageClock | None = None,
 ) -> Rendered:
+    from . import coldstart, parallel
     from .acceleration import apply_after_placement, apply_before_placement, resolve_acceleration, with_plan_bytes
     from .encode import encode_frames
     from .generate import GenerationRequest
     from .images import fetch_input_image, fit_to_frame
-    from .memory import OutputSize, choose_memory_plan
-    from .models import hf_offline_env, inspect_model, load_pipeline, open_model
+    from .memory import choose_memory_plan
+    from .models import component_dtypes, hf_offline_env, inspect_model, load_pipeline, open_model
     from .oom import generate_with_fallback
     from .placement import apply_memory_plan, cuda_available, cuda_free_bytes
     from .presets import resolve_params
@@ -111,22 +115,37 @@ def render_video(
 
     started = time.monotonic()
     on_stage(api.Stage.LOADING)
+    coldstart.start_imports()
     image = fetch_input_image(spec.image, s3, policy) if spec.image else None
     hf_offline_env()
+    clock.add("loading_import", coldstart.wait_for_imports())
+    ctx = parallel.init(env)
+    read_started = time.monotonic()
     with open_model(spec.model, env=env, s3_client=s3, policy=policy) as model_dir:
         info = inspect_model(spec.model, model_dir, spec.task, env)
         if info.data is not None:
             # Before loading: a field the pipeline would drop fails in seconds, not after the load.
             refuse_dropped_fields(info.pipeline_class, info.call_parameters, info.data, spec)
         cuda = cuda_available()
-        loaded = load_pipeline(info, cuda=cuda, env=env)
+        device_map = coldstart.device_map_for(
+            model_dir,
+            component_dtypes(info.data if info.data is not None else info.family, cuda),
+            cuda=cuda,
+            parallel=ctx is not None,
+            memory=spec.memory,
+            output=_expected_output(spec, info),
+            free_bytes=cuda_free_bytes() if cuda else None,
+        )
+        loaded = load_pipeline(info, cuda=cuda, env=env, device_map=device_map)
+    clock.add("loading_read", time.monotonic() - read_started)
+    place_started = time.monotonic()
     profile = loaded.profile
     log.info("profile %s: %s", profile.label, profile.describe())
     resolved = resolve_params(
         spec,
         profile.rules,
         profile.presets,
-        seed_source=lambda: secrets.randbelow(api.MAX_SEED + 1),
+        seed_source=parallel.shared_seed(ctx, lambda: secrets.randbelow(api.MAX_SEED + 1)),
         image_size=image.size if image else None,
     )
     for note in resolved.filled:
@@ -135,6 +154,8 @@ def render_video(
         log.warning("adjusted %s", note)
     params = resolved.params
     apply_flow_shift(loaded.pipe, profile, params.width, params.height)
+    if ctx is not None:
+        parallel.require_context_parallel(loaded.pipe, ctx.world_size, spec.model)
     acceleration = apply_before_placement(loaded.pipe, spec.acceleration)
     if spec.acceleration is not None and spec.acceleration.weight_storage is api.WeightStorage.FP8:
         loaded = with_plan_bytes(loaded)
@@ -151,7 +172,12 @@ def render_video(
     accel = resolve_acceleration(
         spec.acceleration, family=info.family, preset=spec.preset, cuda=cuda, memory_mode=plan.mode
     )
-    acceleration += apply_after_placement(loaded.pipe, accel, cuda=cuda, steps=params.steps, env=env)
+    if ctx is not None:
+        acceleration.append(parallel.enable_context_parallel(ctx, loaded.pipe, spec.model))
+    acceleration += apply_after_placement(
+        loaded.pipe, accel, cuda=cuda, steps=params.steps, env=env, parallel=ctx is not None
+    )
+    clock.add("loading_place", time.monotonic() - place_started)
     clock.add("loading", time.monotonic() - started)
 
     started = time.monotonic()
@@ -197,3 +223,15 @@ def render_video(
         model_bytes=loaded.model_bytes,
         acceleration=acceleration,
     )
+
+
+def _expected_output(spec: api.VideoGenJobSpec, info: Any) -> OutputSize | None:
+    """The output size the spec will most likely get, from the configs on disk (before loading):
+    only to decide whether the weights may be read straight onto the GPU. The memory plan is
+    chosen again from the exact size once the loaded pipeline's profile is known."""
+    from .profiles import preset_values
+
+    if info.data is None:
+        return None
+    preset = preset_values(info.data)[spec.preset]
+    return OutputSize(spec.width or preset.width, spec.height or preset.height, spec.num_frames or preset.num_frames)
