@@ -131,7 +131,7 @@ class TestCleanup:
         s = spec(output={"deletePolicy": "Delete"})
         mine = ("videos", f"videogen/team-a/clip-{api.spec_hash(s)}.mp4")
         store = FakeStore({mine: "uid-a", THEIRS: "uid-b"})
-        deleted = outputs(store).cleanup(self.body("s3://videos/videogen/team-b/theirs.mp4"), A, s)
+        deleted = outputs(store).cleanup(self.body("s3://videos/videogen/team-b/theirs.mp4"), A, s, [])
         assert deleted == [f"s3://{mine[0]}/{mine[1]}"]
         assert THEIRS in store.objects and f"s3://{THEIRS[0]}/{THEIRS[1]}" not in store.deleted
 
@@ -139,7 +139,7 @@ class TestCleanup:
         s = spec(output={"deletePolicy": "Delete"})
         mine = ("videos", f"videogen/team-a/clip-{api.spec_hash(s)}.mp4")
         store = FakeStore({mine: "uid-someone-else"})
-        assert outputs(store).cleanup(self.body(""), A, s) == []
+        assert outputs(store).cleanup(self.body(""), A, s, []) == []
 
     def test_an_object_another_job_shows_is_kept(self) -> None:
         s = spec(output={"deletePolicy": "Delete"})
@@ -149,4 +149,4 @@ class TestCleanup:
             "status": {"output": {"uri": f"s3://{mine[0]}/{mine[1]}"}},
         }
         store = FakeStore({mine: "uid-a"})
-        assert outputs(store, FakeKube([other])).cleanup(self.body(""), A, s) == []
+        assert outputs(store).cleanup(self.body(""), A, s, [other]) == []
