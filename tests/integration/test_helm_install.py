@@ -32,6 +32,7 @@ from videogen_devcluster.devcluster import DevCluster
 from videogen_devcluster.operator_process import free_port
 from videogen_devcluster.procs import pid_alive
 from videogen_devcluster.testing import unique_name
+from videogen_operator.manifests import RUNNER_RBAC_NAME
 
 # The operator pod reads its ConfigMap and ServiceAccount token at their mount paths.
 pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.slow, pytest.mark.mounts]
@@ -43,6 +44,7 @@ OPERATOR_NS = "videogen-system"
 SA = "videogen-operator"
 SELECTOR = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/name=videogen-operator"
 CHILD_KINDS = "jobs,pods,serviceaccounts,roles,rolebindings,secrets,configmaps"
+RUNNER_RBAC_KINDS = ("ServiceAccount", "Role", "RoleBinding")
 
 
 class Release:
@@ -167,8 +169,10 @@ def make_namespace(dc: DevCluster, prefix: str) -> str:
 def put_input_image(dc: DevCluster, namespace: str) -> str:
     image = io.BytesIO()
     Image.new("RGB", (96, 96), (40, 120, 200)).save(image, format="PNG")
-    dc.s3_client().put_object(Bucket=BUCKET, Key=f"inputs/{namespace}.png", Body=image.getvalue())
-    return f"s3://{BUCKET}/inputs/{namespace}.png"
+    # A namespace's jobs read s3:// images only below its own prefix (README: Multi-tenant clusters).
+    key = f"videogen/{namespace}/inputs/first-frame.png"
+    dc.s3_client().put_object(Bucket=BUCKET, Key=key, Body=image.getvalue())
+    return f"s3://{BUCKET}/{key}"
 
 
 def run_both_tasks(dc: DevCluster, namespace: str, release: Release) -> dict[str, dict[str, Any]]:
@@ -244,16 +248,19 @@ def assert_uninstalled_cleanly(dc: DevCluster, release: Release, namespaces: lis
     assert dc.kubectl("get", "crd", "videogenjobs.videogen.dev").returncode == 0
     for ns in namespaces:
         assert Jobs(dc, ns).get("t2v")["status"]["phase"] == "Succeeded"
-    # The jobs' own children go with the VideoGenJobs (owner references): delete them and nothing
-    # the operator made is left, except the S3 Secret copies the README names.
+    # The jobs' own children (runner Job, grant Secret) go with the VideoGenJobs (owner references):
+    # delete them and what the operator made is left only as the README names it, the runner
+    # ServiceAccount/Role/RoleBinding made once per namespace. No Secret at all: no credential
+    # was ever copied into a job namespace.
     for ns in namespaces:
         assert dc.kubectl("delete", "vgj", "--all", "-n", ns, "--wait=true", "--timeout=60s").returncode == 0
+    shared = sorted(f"{kind}/{ns}/{RUNNER_RBAC_NAME}" for ns in namespaces for kind in RUNNER_RBAC_KINDS)
     deadline = time.monotonic() + 90
-    left = managed_children(dc)
-    while time.monotonic() < deadline and [c for c in left if not c.startswith("Secret/")]:
+    left = sorted(managed_children(dc))
+    while time.monotonic() < deadline and left != shared:
         time.sleep(1)
-        left = managed_children(dc)
-    assert [c for c in left if not c.startswith("Secret/")] == [], left
+        left = sorted(managed_children(dc))
+    assert left == shared, left
 
 
 # --------------------------------------------------------------------------- cluster-wide
