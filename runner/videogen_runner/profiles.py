@@ -262,8 +262,9 @@ def _vae_ratios_on_meta(config: Mapping[str, Any]) -> tuple[int | None, int | No
     try:
         from accelerate import init_empty_weights
 
+        from_config: Any = cls.from_config  # untyped in diffusers
         with init_empty_weights():
-            vae = cls.from_config(dict(config))
+            vae = from_config(dict(config))
     except Exception:
         return None, None
     t = getattr(vae, "temporal_compression_ratio", None)
