@@ -100,12 +100,12 @@ _GENERIC: dict[str, Any] = {
 }
 
 
-def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     """Deep merge of mappings; lists and scalars in `over` replace those in `base`."""
     out = dict(base)
     for key, value in over.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _merge(out[key], value)
+            out[key] = merge(out[key], value)
         else:
             out[key] = value
     return out
@@ -142,7 +142,7 @@ def profile_table(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         if not isinstance(extra, dict) or not all(isinstance(v, dict) for v in extra.values()):
             raise ModelLoadError(f"model profiles {extra_path}: must map pipeline class names to entries")
         for class_name, entry in extra.items():
-            table[class_name] = _merge(table.get(class_name, _GENERIC), entry)
+            table[class_name] = merge(table.get(class_name, _GENERIC), entry)
     return table
 
 
@@ -181,9 +181,9 @@ def family_data(class_name: str, model_dir: Path, env: Mapping[str, str]) -> Fam
         variant = dict(raw)
         when = variant.pop("when", {})
         if _matches(model_dir, when):
-            entry = _merge(entry, variant)
+            entry = merge(entry, variant)
             break
-    entry = _merge(entry, model_profile_override(model_dir))
+    entry = merge(entry, model_profile_override(model_dir))
     entry.pop("variants", None)
     try:
         return FamilyData.model_validate(entry)
