@@ -1,4 +1,9 @@
-"""Running the pipeline: denoising with a per-step callback, then frames one by one.
+"""Running the pipeline: denoising with a per-step report, then frames one by one.
+
+Steps are reported through `callback_on_step_end`, or counted at the scheduler's `step()` for
+pipelines without it (I2VGen-XL); after the last step the stage moves on to decoding/encoding.
+Whatever the pipeline raises before its first step has finished is the spec's fault and becomes
+InvalidInput (non-retryable) with the library's message and the field it concerns.
 
 For Wan (the main family) the latents are decoded by the runner itself, one
 latent frame (4 video frames) at a time, with the same causal cache the VAE

@@ -100,12 +100,12 @@ _GENERIC: dict[str, Any] = {
 }
 
 
-def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     """Deep merge of mappings; lists and scalars in `over` replace those in `base`."""
     out = dict(base)
     for key, value in over.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _merge(out[key], value)
+            out[key] = merge(out[key], value)
         else:
             out[key] = value
     return out
@@ -142,7 +142,7 @@ def profile_table(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         if not isinstance(extra, dict) or not all(isinstance(v, dict) for v in extra.values()):
             raise ModelLoadError(f"model profiles {extra_path}: must map pipeline class names to entries")
         for class_name, entry in extra.items():
-            table[class_name] = _merge(table.get(class_name, _GENERIC), entry)
+            table[class_name] = merge(table.get(class_name, _GENERIC), entry)
     return table
 
 
@@ -181,9 +181,9 @@ def family_data(class_name: str, model_dir: Path, env: Mapping[str, str]) -> Fam
         variant = dict(raw)
         when = variant.pop("when", {})
         if _matches(model_dir, when):
-            entry = _merge(entry, variant)
+            entry = merge(entry, variant)
             break
-    entry = _merge(entry, model_profile_override(model_dir))
+    entry = merge(entry, model_profile_override(model_dir))
     entry.pop("variants", None)
     try:
         return FamilyData.model_validate(entry)
@@ -234,6 +234,11 @@ def geometry_from_configs(model_dir: Path) -> Geometry:
         spatial = int(vae.get("patch_size") or 1) * 2 ** sum(bool(x) for x in vae["spatio_temporal_scaling"])
     if spatial is None and isinstance(vae.get("block_out_channels"), list):
         spatial = 2 ** (len(vae["block_out_channels"]) - 1)
+    if temporal is None or spatial is None:
+        # No config key says it: ask the VAE class itself, built on the meta device (no memory, no weights).
+        meta_t, meta_s = _vae_ratios_on_meta(vae)
+        temporal = temporal if temporal is not None else meta_t
+        spatial = spatial if spatial is not None else meta_s
     patch = denoiser.get("patch_size")
     patch_t = denoiser.get("patch_size_t")
     if isinstance(patch, list) and len(patch) == 3:
@@ -244,6 +249,27 @@ def geometry_from_configs(model_dir: Path) -> Geometry:
     multiple = max(s * int(patch or 1), api.DIMENSION_MULTIPLE)
     multiple = multiple * api.DIMENSION_MULTIPLE // math.gcd(multiple, api.DIMENSION_MULTIPLE)
     return Geometry(frame_step=step, size_multiple=multiple, source="configs on disk")
+
+
+def _vae_ratios_on_meta(config: Mapping[str, Any]) -> tuple[int | None, int | None]:
+    """temporal/spatial_compression_ratio of a diffusers VAE class instantiated from its config on the
+    meta device; (None, None) when the class is unknown or has no such attributes."""
+    import diffusers
+
+    cls: Any = getattr(diffusers, str(config.get("_class_name")), None)
+    if not (isinstance(cls, type) and issubclass(cls, diffusers.ModelMixin)):
+        return None, None
+    try:
+        from accelerate import init_empty_weights
+
+        from_config: Any = cls.from_config  # untyped in diffusers
+        with init_empty_weights():
+            vae = from_config(dict(config))
+    except Exception:
+        return None, None
+    t = getattr(vae, "temporal_compression_ratio", None)
+    s = getattr(vae, "spatial_compression_ratio", None)
+    return (t if isinstance(t, int) else None), (s if isinstance(s, int) else None)
 
 
 def _image_parameter(pipeline_cls: type) -> inspect.Parameter | None:

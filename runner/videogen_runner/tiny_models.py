@@ -34,6 +34,7 @@ FAMILIES = (
     "cogvideox-i2v",
     "mochi",
     "skyreels-v2-t2v",
+    "skyreels-v2-i2v",
     "i2vgen-xl",
     "easyanimate-t2v",
     "easyanimate-inp",
@@ -577,6 +578,52 @@ def build_hunyuanvideo_t2v() -> Any:
     )
 
 
+def build_skyreels_v2_i2v() -> Any:
+    diffusers = _lib("diffusers")
+    transformers = _lib("transformers")
+    tokenizer = build_tokenizer()
+    _seeded()
+    image_encoder = transformers.CLIPVisionModelWithProjection(
+        transformers.CLIPVisionConfig(
+            hidden_size=4,
+            projection_dim=4,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            intermediate_size=16,
+            patch_size=1,
+        )
+    )
+    _seeded()
+    transformer = diffusers.SkyReelsV2Transformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=12,
+        # 16 noise + 4 mask + 16 image-latent channels.
+        in_channels=36,
+        out_channels=16,
+        text_dim=TEXT_DIM,
+        freq_dim=256,
+        ffn_dim=32,
+        num_layers=2,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=1024,
+        image_dim=4,
+    )
+    return diffusers.SkyReelsV2ImageToVideoPipeline(
+        tokenizer=tokenizer,
+        text_encoder=_text_encoder("umt5", len(tokenizer)),
+        image_encoder=image_encoder,
+        image_processor=transformers.CLIPImageProcessor(crop_size=32, size=32),
+        transformer=transformer,
+        vae=_wan_vae(),
+        scheduler=diffusers.UniPCMultistepScheduler(
+            prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0
+        ),
+    )
+
+
 def build_ltx() -> Any:
     diffusers = _lib("diffusers")
     tokenizer = build_tokenizer()
@@ -624,6 +671,7 @@ BUILDERS: dict[str, Callable[[], Any]] = {
     "cogvideox-i2v": build_cogvideox_i2v,
     "mochi": build_mochi,
     "skyreels-v2-t2v": build_skyreels_v2_t2v,
+    "skyreels-v2-i2v": build_skyreels_v2_i2v,
     "i2vgen-xl": build_i2vgen_xl,
     "easyanimate-t2v": build_easyanimate_t2v,
     "easyanimate-inp": build_easyanimate_inp,

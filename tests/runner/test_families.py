@@ -123,6 +123,16 @@ CASES = [
         (64, 64, 9),
         ["numFrames 10 -> 9 (SkyReels-V2 needs 4k+1 frames)", "height 72 -> 64 (SkyReels-V2 needs a multiple of 16)"],
     ),
+    Case(
+        "skyreels-v2-i2v",
+        I2V,
+        {"width": 72, "height": 64, "numFrames": 10},
+        (64, 64, 9),
+        [
+            "numFrames 10 -> 9 (SkyReels-V2 I2V needs 4k+1 frames)",
+            "width 72 -> 64 (SkyReels-V2 I2V needs a multiple of 16)",
+        ],
+    ),
     # No temporal compression, sides of 8: any frame count; 76 is not a multiple of 8 (the contract
     # allows 8s only), so the awkward part is the frame count the others would bend: it is kept.
     Case("i2vgen-xl", I2V, {"width": 72, "height": 64, "numFrames": 6}, (72, 64, 6), []),

@@ -21,3 +21,4 @@ def test_every_builtin_profile_has_a_row() -> None:
     table = section()
     for class_name in profile_table({}):
         assert f"| `{class_name}` |" in table
+    assert "| `WanPipeline` with model_index.expand_timesteps=True (Wan 2.2 TI2V) |" in table

@@ -81,3 +81,42 @@ def test_other_families_are_fed_from_the_pipelines_own_decode(tmp_path: Path) ->
     assert loaded.info.family.value == "ltx"
     assert steps == [1, 2, 3]
     assert [f.shape for f in frames.iterator] == [(64, 64, 3)] * 9
+
+
+class TestStepWatch:
+    def test_pipelines_without_a_step_callback_are_counted_at_the_scheduler(self) -> None:
+        from videogen_runner.generate import StepWatch
+
+        class Scheduler:
+            def step(self, x: int) -> int:
+                return x + 1
+
+        class Pipe:
+            scheduler = Scheduler()
+
+        reports: list[tuple[int, int]] = []
+        denoised: list[bool] = []
+        watch = StepWatch(
+            total=3, on_step=lambda s, t: reports.append((s, t)), on_denoised=lambda: denoised.append(True)
+        )
+        pipe = Pipe()
+        with watch.counting_scheduler_steps(pipe):
+            assert [pipe.scheduler.step(i) for i in range(3)] == [1, 2, 3], "the scheduler's results pass through"
+
+        assert reports == [(1, 3), (2, 3), (3, 3)]
+        assert denoised == [True], "after the last step the stage moves on to decoding"
+        assert "step" not in vars(pipe.scheduler), "the scheduler is left as it was"
+
+    @pytest.mark.parametrize(
+        ("message", "field"),
+        [
+            ("`height` and `width` have to be divisible by 32 but are 64 and 80.", "spec.width/spec.height"),
+            ("shape '[1, 1, 52, -1]' is invalid for input of size 9984", "spec.width/spec.height/spec.numFrames"),
+            ("`negative_prompt` has to be of type str", "spec.negativePrompt"),
+            ("something else entirely", "spec"),
+        ],
+    )
+    def test_the_field_a_pipeline_error_concerns(self, message: str, field: str) -> None:
+        from videogen_runner.generate import field_of_pipeline_error
+
+        assert field_of_pipeline_error(message) == field
