@@ -73,7 +73,7 @@ def test_rendered_objects_are_accepted_by_the_api_server(cluster: DevCluster, vi
         "Secret",
         "Deployment",
         "Service",
-        "ClusterKopfPeering",
+        "KopfPeering",  # namespaced mode (watchNamespaces): one per watched namespace
         "ServiceMonitor",
         "PrometheusRule",
     }
