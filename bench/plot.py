@@ -61,7 +61,7 @@ def plot_report(report: dict[str, Any], out: Path) -> Path:
                 draw.rectangle([x0, y + 4, x1, y + ROW - 6], fill=COLOURS[key])
                 x0 = x1
             step = run.get("step_seconds_median")
-            label = f"{total:.1f} s"
+            label = "failed (see the JSON)" if run.get("error") else f"{total:.1f} s"
             label += f" | step {step:.3f} s" if step else ""
             label += f" | MFU {run['mfu']:.0%}" if run.get("mfu") is not None else ""
             psnr = run.get("psnr_vs_runner_eager_db")

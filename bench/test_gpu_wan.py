@@ -41,6 +41,7 @@ def test_wan_1_3b_runner_vs_plain_diffusers(tmp_path: Path) -> None:
     for count in frames:
         runs = report["frames"][str(count)]["runs"]
         assert set(runs) == {"plain", *variants}
+        assert not [v for v, run in runs.items() if "error" in run], {v: r.get("error") for v, r in runs.items()}
         assert all(run["frames"] == count for run in runs.values()), "every path made the whole video"
         assert all(run["process_seconds"] >= run["total_seconds"] for run in runs.values())
         assert runs["fast"]["acceleration"][2].startswith("stepCache: first-block")
