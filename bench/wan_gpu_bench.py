@@ -1,11 +1,16 @@
 """Wan2.1-T2V-1.3B at real size, random weights: the runner's path vs a plain diffusers call.
 
-Each phase runs in its own process (clean peak-VRAM numbers, no warm caches shared):
+Each phase runs in its own process (clean peak-VRAM numbers, no warm caches shared, imports timed):
 
     python bench/wan_gpu_bench.py build  --model DIR [--scale full|tiny]
-    python bench/wan_gpu_bench.py runner --model DIR [--scale ...]   -> JSON on stdout
-    python bench/wan_gpu_bench.py plain  --model DIR [--scale ...]   -> JSON on stdout
+    python bench/wan_gpu_bench.py peak   --model DIR                       -> bf16 matmul TFLOP/s
+    python bench/wan_gpu_bench.py plain  --model DIR --frames N [--t0 T] [--video OUT]
+    python bench/wan_gpu_bench.py runner --model DIR --frames N --variant V [--t0 T] [--video OUT]
 
+Variants of the runner (spec.acceleration): eager (compile off, no step cache), compiled (regional
+compile), first-block / taylorseer (step cache, eager), fast (preset fast's defaults: compile and a
+first-block cache), standard (preset standard's defaults). `--t0` is the driver's clock just before
+it started the process, so `process_seconds` covers interpreter start and imports too.
 `--scale tiny` runs the same code with a tiny config on CPU, to check the harness without a GPU.
 bench/test_gpu_wan.py drives it and writes bench/results/.
 """
@@ -20,7 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -161,16 +166,20 @@ class StepTimer:
             torch.cuda.synchronize()
         self.stamps.append(time.perf_counter())
 
-    def summary(self) -> dict[str, float]:
-        # The first interval holds text encoding and warm-up; steady-state steps are the rest.
+    def summary(self, call_started: float | None = None) -> dict[str, float]:
+        # The first step holds text encoding and warm-up (and a first compile); steady-state steps are the rest.
         gaps = [b - a for a, b in zip(self.stamps, self.stamps[1:], strict=False)]
         if not gaps:
             return {}
-        return {
+        out = {
             "step_seconds_median": round(statistics.median(gaps), 4),
             "step_seconds_mean": round(statistics.fmean(gaps), 4),
             "denoise_seconds": round(self.stamps[-1] - self.stamps[0], 3),
         }
+        if call_started is not None:
+            out["first_step_seconds"] = round(self.stamps[0] - call_started, 3)
+            out["denoise_seconds"] = round(self.stamps[-1] - call_started, 3)
+        return out
 
 
 def _gpu_facts() -> dict[str, Any]:
@@ -184,49 +193,88 @@ def _gpu_facts() -> dict[str, Any]:
     }
 
 
-def run_runner(model_dir: Path, scale: Scale) -> dict[str, Any]:
-    """The runner's own path (videogen_runner.render): from_pretrained, memory plan, denoise, streamed decode, encode."""
-    torch = lib("torch")
+# spec.acceleration and preset per runner variant.
+VARIANTS: dict[str, tuple[str, dict[str, Any] | None]] = {
+    "eager": ("standard", {"compile": "off", "stepCache": {"type": "none"}}),
+    "compiled": ("standard", {"compile": "on", "stepCache": {"type": "none"}}),
+    "first-block": ("standard", {"compile": "off", "stepCache": {"type": "first-block"}}),
+    "taylorseer": ("standard", {"compile": "off", "stepCache": {"type": "taylorseer"}}),
+    "fast": ("fast", None),
+    "standard": ("standard", None),
+}
+
+
+def _process_seconds(t0: float | None) -> float | None:
+    return round(time.time() - t0, 3) if t0 else None
+
+
+def run_runner(
+    model_dir: Path, scale: Scale, variant: str = "standard", t0: float | None = None, video: Path | None = None
+) -> dict[str, Any]:
+    """The runner's own path (videogen_runner.render): imports overlapped, from_pretrained, memory plan,
+    acceleration, denoise, streamed decode, encode. torch is not imported here before the runner does it."""
     from videogen_api import v1alpha1 as api
     from videogen_runner.render import StageClock, render_video
 
-    spec = api.VideoGenJobSpec(
-        model=str(model_dir),
-        task=api.Task.TEXT_TO_VIDEO,
-        prompt=PROMPT,
-        width=scale.width,
-        height=scale.height,
-        num_frames=scale.frames,
-        fps=16,
-        steps=scale.steps,
-        guidance_scale=GUIDANCE,
-        seed=SEED,
+    preset, acceleration = VARIANTS[variant]
+    spec = api.VideoGenJobSpec.model_validate(
+        {
+            "model": str(model_dir),
+            "task": "text-to-video",
+            "prompt": PROMPT,
+            "preset": preset,
+            "width": scale.width,
+            "height": scale.height,
+            "numFrames": scale.frames,
+            "fps": 16,
+            "steps": scale.steps,
+            "guidanceScale": GUIDANCE,
+            "seed": SEED,
+            **({"acceleration": acceleration} if acceleration is not None else {}),
+        }
     )
     timer = StepTimer()
     clock = StageClock()
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
+    call_started: list[float] = []
+
+    def on_stage(stage: Any, *_args: Any) -> None:
+        if stage is api.Stage.GENERATING and not call_started:
+            call_started.append(time.perf_counter())
+
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as work:
+        out = video or Path(work) / "v.mp4"
         rendered = render_video(
-            spec, {**os.environ, "HF_HUB_OFFLINE": "1"}, video_path=Path(work) / "v.mp4", on_step=timer, clock=clock
+            spec,
+            {**os.environ, "HF_HUB_OFFLINE": "1"},
+            video_path=out,
+            on_step=timer,
+            on_stage=on_stage,
+            clock=clock,
         )
+        process = _process_seconds(t0)
     total = time.perf_counter() - started
     timings = clock.timings()
     return {
         "path": "runner",
+        "variant": variant,
+        "process_seconds": process,
         "total_seconds": round(total, 3),
         "load_seconds": timings.loading,
+        "load_import_seconds": timings.loading_import,
+        "load_read_seconds": timings.loading_read,
+        "load_place_seconds": timings.loading_place,
         "generate_and_decode_seconds": timings.generating,
         "encode_seconds": timings.encoding,
         "memory_mode": rendered.plan.describe(),
+        "acceleration": rendered.acceleration,
         "frames": rendered.encoded.frames,
-        **timer.summary(),
+        **timer.summary(call_started[0] if call_started else None),
         **_gpu_facts(),
     }
 
 
-def run_plain(model_dir: Path, scale: Scale) -> dict[str, Any]:
+def run_plain(model_dir: Path, scale: Scale, t0: float | None = None, video_out: Path | None = None) -> dict[str, Any]:
     """What a diffusers user writes: WanPipeline.from_pretrained(...).to("cuda"), pipe(...), then the whole
     video as uint8 into ffmpeg (diffusers' export_to_video does the same through imageio)."""
     torch = lib("torch")
@@ -250,6 +298,7 @@ def run_plain(model_dir: Path, scale: Scale) -> dict[str, Any]:
         timer()
         return kwargs
 
+    call_started = time.perf_counter()
     output = pipe(
         prompt=PROMPT,
         height=scale.height,
@@ -265,35 +314,71 @@ def run_plain(model_dir: Path, scale: Scale) -> dict[str, Any]:
     video = np.ascontiguousarray((output.frames[0] * 255).round().astype(np.uint8))
     with tempfile.TemporaryDirectory() as work:
         writer = imageio_ffmpeg.write_frames(
-            str(Path(work) / "v.mp4"), (scale.width, scale.height), fps=16, macro_block_size=1
+            str(video_out or Path(work) / "v.mp4"), (scale.width, scale.height), fps=16, macro_block_size=1
         )
         writer.send(None)
         for frame in video:
             writer.send(frame)
         writer.close()
+        process = _process_seconds(t0)
     done = time.perf_counter()
     return {
         "path": "plain-diffusers",
+        "variant": "plain",
+        "process_seconds": process,
         "total_seconds": round(done - started, 3),
         "load_seconds": round(loaded - started, 3),
         "generate_and_decode_seconds": round(generated - loaded, 3),
         "encode_seconds": round(done - generated, 3),
         "memory_mode": "none (pipe.to(device))",
         "frames": int(output.frames.shape[1]),
-        **timer.summary(),
+        **timer.summary(call_started),
         **_gpu_facts(),
     }
 
 
+def matmul_peak() -> dict[str, Any]:
+    """bf16 dense matmul TFLOP/s (8192^3, best of 20 after warm-up): the denominator of MFU."""
+    torch = lib("torch")
+    if not torch.cuda.is_available():
+        return {"device": "cpu", "matmul_tflops_bf16": None}
+    n = 8192
+    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    for _ in range(5):
+        a @ b
+    best = float("inf")
+    for _ in range(20):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(10):
+            a @ b
+        torch.cuda.synchronize()
+        best = min(best, (time.perf_counter() - start) / 10)
+    return {"device": torch.cuda.get_device_name(0), "matmul_tflops_bf16": round(2 * n**3 / best / 1e12, 1)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("phase", choices=["build", "runner", "plain"])
+    parser.add_argument("phase", choices=["build", "peak", "runner", "plain"])
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--scale", choices=sorted(SCALES), default="full")
+    parser.add_argument("--frames", type=int, help="override the scale's frame count")
+    parser.add_argument("--variant", choices=sorted(VARIANTS), default="standard")
+    parser.add_argument("--t0", type=float, help="the driver's time.time() just before starting this process")
+    parser.add_argument("--video", type=Path, help="keep the encoded video here")
     args = parser.parse_args(argv)
     scale = SCALES[args.scale]
-    phases = {"build": build, "runner": run_runner, "plain": run_plain}
-    result = phases[args.phase](args.model, scale)
+    if args.frames:
+        scale = replace(scale, frames=args.frames)
+    if args.phase == "build":
+        result = build(args.model, scale)
+    elif args.phase == "peak":
+        result = matmul_peak()
+    elif args.phase == "plain":
+        result = run_plain(args.model, scale, args.t0, args.video)
+    else:
+        result = run_runner(args.model, scale, args.variant, args.t0, args.video)
     sys.stdout.write(json.dumps({**result, "scale": asdict(scale) | {"name": args.scale}}) + "\n")
     return 0
 

@@ -88,8 +88,6 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> api.RunnerResult:
         run_input.spec_hash,
     )
 
-    # torch, diffusers and CUDA load in the background while the store is probed and inputs fetched.
-    coldstart.start_imports()
     reporter = ProgressReporter(make_sink(run_input.identity, env))
     try:
         result = _generate_and_upload(args, env, run_input, reporter, clock)
@@ -122,6 +120,9 @@ def _generate_and_upload(
 
     policy = RetryPolicy.from_env(env)
     s3 = make_client(env)
+    # torch, diffusers and CUDA load in the background while the store is probed and inputs fetched
+    # (started after this thread's own heavy imports, kubernetes and boto3, so the two never interleave).
+    coldstart.start_imports()
     # Before any GPU work: a store that cannot be reached would waste the whole run.
     check_reachable(s3, run_input.output.bucket, run_input.output.key, policy)
 

@@ -150,3 +150,11 @@ def _dtype_bytes(dtypes: object) -> dict[str, int | None]:
         return {str(k): int(v.itemsize) for k, v in dtypes.items()}
     itemsize = getattr(dtypes, "itemsize", None)
     return {"default": int(itemsize) if itemsize else None}
+
+
+def free_for_plan(free_bytes: int | None, loaded: Any, device_map: str | None) -> int | None:
+    """Free GPU memory as the memory plan must see it: weights already read onto the GPU count as free,
+    since the plan budgets them itself."""
+    if free_bytes is None or not device_map:
+        return free_bytes
+    return free_bytes + int(loaded.model_bytes)

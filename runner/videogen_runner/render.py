@@ -162,7 +162,7 @@ def render_video(
     plan = choose_memory_plan(
         spec.memory,
         cuda=cuda,
-        free_bytes=cuda_free_bytes() if cuda else None,
+        free_bytes=coldstart.free_for_plan(cuda_free_bytes() if cuda else None, loaded, device_map),
         model_bytes=loaded.model_bytes,
         largest_component_bytes=loaded.largest_component_bytes,
         output=OutputSize(params.width, params.height, params.num_frames),

@@ -248,3 +248,51 @@ def test_the_result_says_what_was_applied(
         f"stepCache: first-block threshold {accel.DEFAULT_FIRST_BLOCK_THRESHOLD} (preset fast)",
         "compile: off (auto: no GPU; compiling for the CPU costs more than it saves)",
     ]
+
+
+def test_mag_cache_skips_with_the_given_ratios(tiny_models: TinyModels) -> None:
+    loaded = load(tiny_models.wan_t2v)
+    # Ratios of 1: the residual never changes size, so the accumulated error stays under any threshold
+    # and MagCache skips as often as it may (at most 3 steps in a row, never in the first 20%).
+    notes = accel.apply_after_placement(
+        loaded.pipe,
+        plan_for({"stepCache": {"type": "mag", "threshold": 0.5, "magRatios": [1.0] * STEPS}}),
+        cuda=False,
+        steps=STEPS,
+        env={},
+    )
+    calls = count_block_calls(loaded)
+    assert run(loaded) == 9
+    assert f"stepCache: mag threshold 0.5 ({STEPS} ratios) (requested)" in notes
+    assert 0 < calls[-1] < 2 * STEPS, f"blocks skipped on some steps: {calls}"
+
+
+def test_step_caches_know_the_blocks_of_wan_ltx_and_cogvideox() -> None:
+    from diffusers import CogVideoXTransformer3DModel
+
+    from videogen_runner import tiny_models
+
+    cog = CogVideoXTransformer3DModel(
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=4,
+        out_channels=4,
+        time_embed_dim=2,
+        text_embed_dim=8,
+        num_layers=1,
+        sample_width=8,
+        sample_height=8,
+        sample_frames=8,
+        patch_size=2,
+        temporal_compression_ratio=4,
+        max_text_seq_length=8,
+    )
+    assert accel.registered_block_lists(tiny_models._wan_transformer(16, None)) == ["blocks"]
+    assert accel.registered_block_lists(tiny_models.build_ltx().transformer) == ["transformer_blocks"]
+    assert accel.registered_block_lists(cog) == ["transformer_blocks"]
+    assert accel.taylorseer_targets(tiny_models._wan_transformer(16, None)) == [
+        "blocks.0.attn1",
+        "blocks.0.attn2",
+        "blocks.1.attn1",
+        "blocks.1.attn2",
+    ]

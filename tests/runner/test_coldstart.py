@@ -80,3 +80,12 @@ def test_loading_is_split_into_import_read_and_place(
     assert timings.loading is not None
     assert sum(p or 0.0 for p in parts) <= timings.loading + 0.01
     assert timings.loading_read and timings.loading_read > 0, "from_pretrained takes time"
+
+
+def test_weights_read_onto_the_gpu_still_count_as_free_for_the_plan() -> None:
+    from types import SimpleNamespace
+
+    loaded = SimpleNamespace(model_bytes=14 * GIB)
+    assert coldstart.free_for_plan(60 * GIB, loaded, "cuda") == 74 * GIB
+    assert coldstart.free_for_plan(60 * GIB, loaded, None) == 60 * GIB
+    assert coldstart.free_for_plan(None, loaded, "cuda") is None
