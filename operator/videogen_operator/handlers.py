@@ -218,6 +218,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: An
     priority = int(memo.get("priority") or start_priority())
     runtime = await asyncio.to_thread(Runtime, ours, asyncio.get_running_loop(), views, identity, priority)
     memo["runtime"] = runtime
+    metrics.use_job_source(runtime.reconciler.views.vgjs)
     metrics.serve(ours.metrics_port)
     memo["sweeper"] = asyncio.create_task(runtime.sweep_forever())
     log.info(

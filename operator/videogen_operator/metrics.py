@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter as Tally
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -102,11 +102,16 @@ API_REQUESTS = Counter(
 
 
 class _PhaseBook(Collector):
-    """The phase of every VideoGenJob the watch has shown, exported at scrape time."""
+    """The phase of every VideoGenJob the watch has shown, exported at scrape time.
+
+    With a source (the operator's watch-fed view of VideoGenJobs, see `use_job_source`) the
+    counts come from that view, so the gauge and the reconciler see the same objects;
+    without one, from the events passed to `seen`/`gone`."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._phases: dict[tuple[str, str], str] = {}
+        self._source: Callable[[], Iterable[Mapping[str, Any]]] | None = None
 
     def seen(self, obj: Mapping[str, Any]) -> None:
         meta = obj.get("metadata") or {}
@@ -119,7 +124,18 @@ class _PhaseBook(Collector):
         with self._lock:
             self._phases.pop((str(meta.get("namespace")), str(meta.get("name"))), None)
 
+    def use(self, source: Callable[[], Iterable[Mapping[str, Any]]]) -> None:
+        self._source = source
+
     def counts(self) -> Tally[tuple[str, str]]:
+        if self._source is not None:
+            return Tally(
+                (
+                    str((obj.get("metadata") or {}).get("namespace")),
+                    str((obj.get("status") or {}).get("phase") or api.Phase.PENDING.value),
+                )
+                for obj in self._source()
+            )
         with self._lock:
             return Tally((key[0], phase) for key, phase in self._phases.items())
 
@@ -145,6 +161,11 @@ def job_seen(obj: Mapping[str, Any]) -> None:
 
 def job_gone(obj: Mapping[str, Any]) -> None:
     PHASES.gone(obj)
+
+
+def use_job_source(source: Callable[[], Iterable[Mapping[str, Any]]]) -> None:
+    """Count `videogen_jobs` from `source` (the watch-fed view) at scrape time."""
+    PHASES.use(source)
 
 
 # --------------------------------------------------------------------------- status writes

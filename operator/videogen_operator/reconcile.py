@@ -584,6 +584,7 @@ class Reconciler:
                 seed=result.seed,
                 memoryMode=result.memory_mode,
                 adjustments=list(result.adjustments),
+                acceleration=list(result.acceleration),
             )
             message = f"the video is ready at {output.get('uri')}"
         base["progress"] = {

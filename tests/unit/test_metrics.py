@@ -102,6 +102,23 @@ def test_jobs_gauge_counts_phases_per_namespace_without_job_labels() -> None:
     assert 'name="' not in text and "j0" not in text
 
 
+def test_jobs_gauge_counts_the_watch_fed_view_when_given_one() -> None:
+    view = [
+        {"metadata": {"namespace": "view-ns", "name": "a"}, "status": {"phase": "Queued"}},
+        {"metadata": {"namespace": "view-ns", "name": "b"}, "status": {"phase": "Succeeded"}},
+        {"metadata": {"namespace": "view-ns", "name": "c"}},
+    ]
+    metrics.use_job_source(lambda: view)
+    try:
+        assert sample("videogen_jobs", namespace="view-ns", phase="Queued") == 1
+        assert sample("videogen_jobs", namespace="view-ns", phase="Succeeded") == 1
+        assert sample("videogen_jobs", namespace="view-ns", phase="Pending") == 1
+        view.pop(0)  # read at scrape time, not copied
+        assert sample("videogen_jobs", namespace="view-ns", phase="Queued") == 0
+    finally:
+        metrics.PHASES._source = None
+
+
 def test_errors_are_counted_by_kind_and_still_raised() -> None:
     def work(key: object) -> None:
         raise RuntimeError("boom")
