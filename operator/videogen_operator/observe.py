@@ -84,6 +84,9 @@ class JobView:
     lost_to_disruption: bool = False
     # Wall time the runner pods held their devices, summed over the pods that ended.
     held_seconds: float = 0.0
+    # When a runner container first started running (kept even when the operator never saw it
+    # running: a short job can start and finish between two reconciles).
+    runner_started_at: datetime | None = None
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -230,6 +233,9 @@ def view_job(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> JobView:
     for pod in ordered:
         state = _runner_status(pod).get("state") or {}
         view.held_seconds += _held_seconds(pod, state)
+        began = parse_time(((state.get("running") or state.get("terminated")) or {}).get("startedAt"))
+        if began is not None and (view.runner_started_at is None or began < view.runner_started_at):
+            view.runner_started_at = began
         if disrupted(pod):
             pod_status = pod.get("status") or {}
             cond = _condition(pod, "DisruptionTarget") or {}

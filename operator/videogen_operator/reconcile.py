@@ -446,6 +446,8 @@ class Reconciler:
             base["lastFailure"] = view.last_failure.to_status(p.now)
         if view.held_seconds:
             base["gpuSeconds"] = round(view.held_seconds * spec.resources.gpus, 1)
+        if not base.get("startTime") and view.runner_started_at is not None:
+            base["startTime"] = iso(view.runner_started_at)
 
         if view.complete:
             if view.result is None:

@@ -256,10 +256,14 @@ def assert_uninstalled_cleanly(dc: DevCluster, release: Release, namespaces: lis
         assert dc.kubectl("delete", "vgj", "--all", "-n", ns, "--wait=true", "--timeout=60s").returncode == 0
     shared = sorted(f"{kind}/{ns}/{RUNNER_RBAC_NAME}" for ns in namespaces for kind in RUNNER_RBAC_KINDS)
     deadline = time.monotonic() + 90
-    left = sorted(managed_children(dc))
+
+    def left_in_these_namespaces() -> list[str]:
+        return sorted(c for c in managed_children(dc) if c.split("/")[1] in namespaces)
+
+    left = left_in_these_namespaces()
     while time.monotonic() < deadline and left != shared:
         time.sleep(1)
-        left = sorted(managed_children(dc))
+        left = left_in_these_namespaces()
     assert left == shared, left
 
 
@@ -352,7 +356,7 @@ class TestClusterWide:
     def test_upgrade_with_changed_values_takes_effect(self, helm_cluster: DevCluster, clusterwide: Release) -> None:
         dc = helm_cluster
         before = clusterwide.operator_pod()["metadata"]["uid"]
-        clusterwide.upgrade({"jobs": {"ttlSecondsAfterFinished": 120}, "runner": {"extraEnv": {"UPGRADE_MARK": "v2"}}})
+        clusterwide.upgrade({"jobs": {"ttlSecondsAfterFinished": 900}, "runner": {"extraEnv": {"UPGRADE_MARK": "v2"}}})
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             pods = clusterwide.operator_pods()
@@ -369,7 +373,7 @@ class TestClusterWide:
         job = next(
             j for j in jobs.runner_jobs() if j["metadata"]["annotations"]["videogen.dev/owner"] == "after-upgrade"
         )
-        assert job["spec"]["ttlSecondsAfterFinished"] == 120
+        assert job["spec"]["ttlSecondsAfterFinished"] == 900
         env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
         assert env.get("UPGRADE_MARK") == "v2"
 

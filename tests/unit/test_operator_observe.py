@@ -156,3 +156,19 @@ def test_a_pod_counted_both_active_and_succeeded_is_one_attempt() -> None:
         [pod("p1", "Succeeded", {"terminated": {"exitCode": 0, "message": json.dumps(RESULT)}})],
     )
     assert view.attempts == 1
+
+
+def test_the_runners_first_start_is_kept_even_when_it_was_never_seen_running() -> None:
+    # A short job can start and finish between two reconciles: its start still comes from the pods.
+    view = view_job(
+        job(failed=1),
+        [
+            pod("p1", "Failed", {"terminated": {"exitCode": 20, "startedAt": "2026-01-01T00:00:05Z"}}),
+            pod("p2", "Running", {"running": {"startedAt": "2026-01-01T00:01:00Z"}}, created="2026-01-01T00:00:50Z"),
+        ],
+    )
+    assert view.runner_started_at is not None
+    assert view.runner_started_at.isoformat() == "2026-01-01T00:00:05+00:00"
+    assert (
+        view_job(job(), [pod("p1", "Pending", {"waiting": {"reason": "ContainerCreating"}})]).runner_started_at is None
+    )
