@@ -46,7 +46,7 @@ FULL_SWEEP_EVERY = 12
 # Liveness fails when the sweep loop has not completed for this many periods.
 STALE_SWEEP_PERIODS = 6
 MIN_STALE_SWEEP_SECONDS = 60.0
-RECONCILE_THREADS = 16
+RECONCILE_THREADS = 32
 
 
 class Runtime:

@@ -16,6 +16,7 @@ import concurrent.futures
 import json
 import logging
 import socket
+import zlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -33,6 +34,7 @@ REPORTING_COMPONENT = "videogen-operator"
 # short enough that one stalled connection costs one retry, not the operator.
 REQUEST_TIMEOUT = (5.0, 30.0)
 MERGE_PATCH = "application/merge-patch+json"
+EVENT_LANES = 4
 
 
 class ConflictError(Exception):
@@ -111,8 +113,12 @@ class Kube:
         self._priorities: dict[str, int] = {}
         self._instance = socket.gethostname()
         # Events are posted off the reconcile's path: a courtesy must not add its latency
-        # to every transition (nor stall one when the API server is slow).
-        self._events = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="events")
+        # to every transition (nor stall one when the API server is slow). One single-thread
+        # lane per job (by hash), so one job's Events keep their order.
+        self._event_lanes = [
+            concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"events-{i}")
+            for i in range(EVENT_LANES)
+        ]
 
     # ------------------------------------------------------------------ VideoGenJobs
 
@@ -260,8 +266,10 @@ class Kube:
 
     def post_event(self, vgj: dict[str, Any], event_type: str, reason: str, message: str) -> None:
         """A core/v1 Event on the VideoGenJob, shown by `kubectl describe vgj` (posted in the background,
-        in order per job as long as one job's transitions come from one thread at a time)."""
-        self._events.submit(self._post_event, vgj, event_type, reason, message)
+        in order per job)."""
+        meta = vgj["metadata"]
+        lane = self._event_lanes[zlib.crc32(f"{meta['namespace']}/{meta['name']}".encode()) % EVENT_LANES]
+        lane.submit(self._post_event, vgj, event_type, reason, message)
 
     def _post_event(self, vgj: dict[str, Any], event_type: str, reason: str, message: str) -> None:
         meta = vgj["metadata"]

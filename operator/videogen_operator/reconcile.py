@@ -73,7 +73,7 @@ from videogen_operator.views import Views, slim_job, vgj_owner_uid
 log = logging.getLogger(__name__)
 Phase = api.Phase
 # Jobs started at once by one admission pass (each is a few API round trips).
-ADMIT_PARALLELISM = 8
+ADMIT_PARALLELISM = 32
 Reason = api.Reason
 
 
