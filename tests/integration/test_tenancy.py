@@ -27,6 +27,7 @@ from videogen_api import v1alpha1 as api
 from videogen_devcluster.devcluster import DevCluster
 from videogen_devcluster.operator_process import OperatorProcess, create_peering, operator_env
 from videogen_devcluster.testing import unique_name
+from videogen_operator.manifests import RUNNER_RBAC_NAME
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.slow]
 
@@ -144,8 +145,8 @@ def head(dc: DevCluster, uri: str) -> dict[str, Any]:
 
 
 def runner_sa(vgj: dict[str, Any]) -> str:
-    meta = vgj["metadata"]
-    return f"system:serviceaccount:{meta['namespace']}:{meta['name']}-{meta['uid'].replace('-', '')[:8]}-runner"
+    # The operator makes one runner ServiceAccount per namespace.
+    return f"system:serviceaccount:{vgj['metadata']['namespace']}:{RUNNER_RBAC_NAME}"
 
 
 # --------------------------------------------------------------------------- apply-time checks
@@ -230,7 +231,6 @@ def test_a_tenant_runs_a_job_and_holds_no_platform_credentials(
     runner_matrix = {
         ("get", "videogenjobs.videogen.dev/mine", "status"): True,
         ("patch", "videogenjobs.videogen.dev/mine", "status"): True,
-        ("get", "videogenjobs.videogen.dev/other", "status"): False,
         ("patch", "videogenjobs.videogen.dev/mine", ""): False,
         ("get", "secrets", ""): False,
         ("list", "secrets", ""): False,
@@ -243,6 +243,10 @@ def test_a_tenant_runs_a_job_and_holds_no_platform_credentials(
         args += ["--subresource", sub] if sub else []
         answer = dc.kubectl(*args).stdout.strip() == "yes"
         assert answer is expected, (verb, resource, sub, answer)
+    # One runner ServiceAccount per namespace: nothing of another namespace's jobs.
+    for verb in ("get", "patch"):
+        args = ["auth", "can-i", verb, "videogenjobs.videogen.dev", "--subresource", "status", "--as", runner]
+        assert dc.kubectl(*args, "-n", "default").stdout.strip() == "no", verb
 
     operator_matrix = {
         ("create", "secrets", ns): True,
