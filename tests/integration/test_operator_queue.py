@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
 
 import pytest
 from operator_support import Jobs, tiny_job
+
+from videogen_api import v1alpha1 as api
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.slow]
 
@@ -114,3 +117,63 @@ def test_queue_name_hands_the_job_to_kueue(devcluster: Any, jobs: Jobs, namespac
     assert admitted.returncode == 0, admitted.stderr
     final = jobs.wait_phase("kueued", "Succeeded", "Failed", timeout=240)
     assert final["phase"] == "Succeeded", final
+
+
+def test_a_tenant_job_with_the_operators_labels_takes_no_slot(
+    devcluster: Any, jobs: Jobs, namespace: str, start_operator: Any
+) -> None:
+    """A Job a tenant dresses up as a runner (the operator's labels, holding a GPU) is not the
+    operator's: only Jobs controlled by a VideoGenJob under the derived name count against caps."""
+    impostor = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": "looks-like-a-runner",
+            "namespace": namespace,
+            "labels": {
+                api.LABEL_MANAGED_BY: api.MANAGED_BY,
+                api.LABEL_COMPONENT: "runner",
+                api.LABEL_JOB_UID: "00000000-0000-0000-0000-000000000000",
+            },
+        },
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": 600,
+            "template": {
+                "metadata": {"labels": {api.LABEL_MANAGED_BY: api.MANAGED_BY}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    # Never scheduled: the impostor stays active (and would hold its slot) for the whole test.
+                    "nodeSelector": {"videogen.dev/nowhere": "true"},
+                    "containers": [
+                        {
+                            "name": "runner",
+                            "image": "busybox",
+                            "command": ["sleep", "600"],
+                            "resources": {"limits": {"nvidia.com/gpu": "1"}},
+                        }
+                    ],
+                },
+            },
+        },
+    }
+    applied = devcluster.kubectl("apply", "-f", "-", input=json.dumps(impostor))
+    assert applied.returncode == 0, applied.stderr
+    start_operator(max_running=1)
+    jobs.apply(tiny_job("real", cache=False))
+    # With the impostor counted, a cap of one would hold "real" in Queued until the impostor ends.
+    assert jobs.wait_phase("real", "Succeeded", "Failed", timeout=300)["phase"] == "Succeeded"
+    impostor_job = json.loads(
+        devcluster.kubectl("get", "job", "looks-like-a-runner", "-n", namespace, "-o", "json").stdout
+    )
+    assert (impostor_job.get("status") or {}).get("active") == 1, "the impostor was active all along"
+
+
+def test_system_priority_classes_are_refused(jobs: Jobs, start_operator: Any) -> None:
+    """system-node-critical exists in every cluster; a tenant may still not put its job ahead of everyone."""
+    start_operator()
+    jobs.apply(tiny_job("jump-the-queue", resources={"priorityClassName": "system-node-critical"}))
+    status = jobs.wait_phase("jump-the-queue", "Failed", "Succeeded", timeout=120)
+    assert (status["phase"], status["reason"]) == ("Failed", "ValidationFailed"), status
+    assert "spec.resources.priorityClassName" in status["message"] and "system-node-critical" in status["message"]
+    assert not jobs.runner_jobs(), "no runner Job for a refused spec"
