@@ -327,10 +327,12 @@ class TestClusterWide:
         assert value(samples, "videogen_jobs", namespace=namespace, phase="Succeeded") == 2
         assert value(samples, "videogen_jobs", namespace=namespace, phase="Failed") == 1
         assert value(samples, "videogen_jobs", namespace=namespace, phase="Queued") == 1
+        finished = {k: v for k, v in samples.items() if k[0] == "videogen_jobs_finished_total" and v}
+        reasons = {n: s.get("reason") for n, s in statuses.items()}
         assert (
             value(samples, "videogen_jobs_finished_total", namespace=namespace, result="Succeeded", reason="Succeeded")
             == 2
-        )
+        ), (finished, reasons)
         assert (
             value(samples, "videogen_jobs_finished_total", namespace=namespace, result="Failed", reason="ModelNotFound")
             == 1
