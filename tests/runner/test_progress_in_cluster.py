@@ -46,8 +46,9 @@ def create_job(k8s_api: ApiClient, namespace: str, name: str, spec: dict[str, An
 def runner_kubeconfig(
     control_plane: ControlPlane, core_v1: CoreV1Api, k8s_api: ApiClient, namespace: str, job: str, path: Path
 ) -> Path:
-    """The runner's identity exactly as the operator makes it (its own builders: ServiceAccount, a Role
-    allowing get/patch on this one job's status, the RoleBinding), as a kubeconfig with its token."""
+    """The runner's identity exactly as the operator makes it (its own builders: the namespace's runner
+    ServiceAccount, a Role allowing get/patch of VideoGenJob status in that namespace, the RoleBinding),
+    as a kubeconfig with its token."""
     from kubernetes import client
 
     from videogen_operator import manifests
@@ -58,11 +59,11 @@ def runner_kubeconfig(
     )["metadata"]["uid"]
     ref = manifests.JobRef(namespace=namespace, name=job, uid=uid)
     settings = OperatorSettings()
-    account = manifests.build_runner_service_account(ref, "test")
+    account = manifests.build_runner_service_account(namespace)
     core_v1.create_namespaced_service_account(namespace, account)
     rbac = client.RbacAuthorizationV1Api(k8s_api)
-    rbac.create_namespaced_role(namespace, manifests.build_runner_role(ref, "test"))
-    rbac.create_namespaced_role_binding(namespace, manifests.build_runner_role_binding(ref, "test", settings))
+    rbac.create_namespaced_role(namespace, manifests.build_runner_role(namespace))
+    rbac.create_namespaced_role_binding(namespace, manifests.build_runner_role_binding(namespace, settings))
     token = core_v1.create_namespaced_service_account_token(
         manifests.runner_service_account_name(ref, settings),
         namespace,
@@ -189,21 +190,25 @@ def test_a_forbidden_progress_write_does_not_fail_the_run(
     s3_env: dict[str, str],
     tmp_path: Path,
 ) -> None:
-    spec = tiny_spec(str(tiny_models.wan_t2v), output={"bucket": bucket})
-    create_job(k8s_api, namespace, "fox", spec)
-    create_job(k8s_api, namespace, "other", spec)
-    # The Role names "fox"; the runner claims to be "other": every write is refused.
-    kubeconfig = runner_kubeconfig(control_plane, core_v1, k8s_api, namespace, "fox", tmp_path / "kubeconfig")
-    env = {**s3_env, api.ENV_JOB_NAMESPACE: namespace, api.ENV_JOB_NAME: "other", "KUBECONFIG": str(kubeconfig)}
-
-    proc = run_runner(env, spec)
-
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "progress write failed" in proc.stderr and "Forbidden" in proc.stderr
     from kubernetes import client
 
-    other = client.CustomObjectsApi(k8s_api).get_namespaced_custom_object(
-        api.GROUP, api.VERSION, namespace, api.PLURAL, "other"
-    )
-    assert "progress" not in (other.get("status") or {})
+    spec = tiny_spec(str(tiny_models.wan_t2v), output={"bucket": bucket})
+    create_job(k8s_api, namespace, "fox", spec)
+    # A job of another namespace: the runner's Role covers its own namespace only, so when the
+    # runner claims to be that job every write is refused.
+    elsewhere, other = "default", f"other-{namespace}"[:63]
+    create_job(k8s_api, elsewhere, other, spec)
+    custom = client.CustomObjectsApi(k8s_api)
+    try:
+        kubeconfig = runner_kubeconfig(control_plane, core_v1, k8s_api, namespace, "fox", tmp_path / "kubeconfig")
+        env = {**s3_env, api.ENV_JOB_NAMESPACE: elsewhere, api.ENV_JOB_NAME: other, "KUBECONFIG": str(kubeconfig)}
+
+        proc = run_runner(env, spec)
+
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        assert "progress write failed" in proc.stderr and "Forbidden" in proc.stderr
+        body = custom.get_namespaced_custom_object(api.GROUP, api.VERSION, elsewhere, api.PLURAL, other)
+        assert "progress" not in (body.get("status") or {})
+    finally:
+        custom.delete_namespaced_custom_object(api.GROUP, api.VERSION, elsewhere, api.PLURAL, other)
     assert os.environ.get("KUBECONFIG") != str(kubeconfig), "the test's own client was not touched"
