@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from enum import IntEnum, StrEnum
 from typing import Any, Final, Literal, cast
@@ -1001,3 +1002,26 @@ def default_output_key(namespace: str, name: str, digest: str, fmt: OutputFormat
 
 def poster_key(video_key: str) -> str:
     return f"{video_key}.poster.jpg"
+
+
+@dataclass(frozen=True)
+class ObjectLocation:
+    """Where one job's video (and its poster beside it) live in object storage.
+
+    Shared by the operator (which derives it from the spec and its policy) and the runner
+    (which writes there), so both name the same objects the same way."""
+
+    bucket: str
+    key: str
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    @property
+    def poster_key(self) -> str:
+        return poster_key(self.key)
+
+    @property
+    def poster_uri(self) -> str:
+        return f"s3://{self.bucket}/{self.poster_key}"

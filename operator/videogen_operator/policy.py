@@ -10,7 +10,6 @@ prefix (`videogen/<namespace>/` by default) in the buckets the policy gives it;
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Final
 
 from videogen_api import v1alpha1 as api
@@ -27,24 +26,8 @@ class PolicyViolationError(ValueError):
     reason: Final = api.Reason.POLICY_VIOLATION
 
 
-@dataclass(frozen=True)
-class Location:
-    """Where one job's video (and its poster) live."""
-
-    bucket: str
-    key: str
-
-    @property
-    def uri(self) -> str:
-        return f"s3://{self.bucket}/{self.key}"
-
-    @property
-    def poster_key(self) -> str:
-        return api.poster_key(self.key)
-
-    @property
-    def poster_uri(self) -> str:
-        return f"s3://{self.bucket}/{self.poster_key}"
+# Where one job's objects live (the contract's type, shared with the runner).
+Location = api.ObjectLocation
 
 
 def namespace_prefix(settings: OperatorSettings, namespace: str) -> str:

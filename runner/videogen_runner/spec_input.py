@@ -51,18 +51,8 @@ class JobIdentity:
         return f"{self.namespace}/{self.name}" if self.in_cluster else "(no job identity: run by hand)"
 
 
-@dataclass(frozen=True)
-class OutputLocation:
-    bucket: str
-    key: str
-
-    @property
-    def uri(self) -> str:
-        return f"s3://{self.bucket}/{self.key}"
-
-    @property
-    def poster_key(self) -> str:
-        return api.poster_key(self.key)
+# Where the video goes (the contract's type, shared with the operator).
+OutputLocation = api.ObjectLocation
 
 
 @dataclass(frozen=True)
