@@ -5,8 +5,10 @@ Kept apart from the cluster binaries so that their cache key never changes for t
 from __future__ import annotations
 
 import functools
+import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from .binaries import REPO_ROOT
 
@@ -32,3 +34,21 @@ def tool(name: str) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing after {BUILD_SCRIPT} {name}")
     return path
+
+
+ARGOCD_HEALTH_SCRIPT = REPO_ROOT / "charts" / "videogen-operator" / "argocd" / "health.lua"
+
+
+def argocd_health(objects: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The chart's Argo CD health script run over `objects` in gopher-lua (the Lua Argo CD embeds):
+    one {status, message} (or {error}) per object, in order."""
+    run = subprocess.run(
+        [str(tool("luahealth")), str(ARGOCD_HEALTH_SCRIPT)],
+        input=json.dumps(objects),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    results = json.loads(run.stdout)
+    assert isinstance(results, list)
+    return results

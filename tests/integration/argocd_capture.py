@@ -11,9 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from videogen_devcluster.tools import tool
+from videogen_devcluster.tools import argocd_health
 
-SCRIPT = Path(__file__).resolve().parents[2] / "charts" / "videogen-operator" / "argocd" / "health.lua"
 TERMINAL_HEALTH = {"Succeeded": "Healthy", "Failed": "Degraded", "Cancelled": "Degraded"}
 
 
@@ -32,16 +31,7 @@ def expected_health(obj: dict[str, Any]) -> str:
 
 
 def judge(objects: list[dict[str, Any]]) -> list[dict[str, str]]:
-    run = subprocess.run(
-        [str(tool("luahealth")), str(SCRIPT)],
-        input=json.dumps(objects),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    results = json.loads(run.stdout)
-    assert isinstance(results, list)
-    return results
+    return argocd_health(objects)
 
 
 class Capture(threading.Thread):

@@ -13,23 +13,13 @@ from typing import Any
 
 import pytest
 
-from videogen_devcluster.tools import tool
+from videogen_devcluster.tools import argocd_health, tool
 
-SCRIPT_PATH = Path(__file__).resolve().parents[2] / "charts" / "videogen-operator" / "argocd" / "health.lua"
 CAPTURED = Path(__file__).with_name("argocd_captured.json")
 
 
 def health_of(objects: list[dict[str, Any]]) -> list[dict[str, str]]:
-    run = subprocess.run(
-        [str(tool("luahealth")), str(SCRIPT_PATH)],
-        input=json.dumps(objects),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    results = json.loads(run.stdout)
-    assert isinstance(results, list)
-    return results
+    return argocd_health(objects)
 
 
 def health(obj: dict[str, Any]) -> dict[str, str]:
