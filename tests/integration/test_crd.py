@@ -182,3 +182,46 @@ class TestImmutability:
         assert result.returncode == 0, result.stderr
         stored = json.loads(k("get", "vgj", "mutable", "-n", NAMESPACE, "-o", "json").stdout)["spec"]
         assert stored["suspend"] is True and stored["retries"] == 5
+
+
+# spec.acceleration: the API server enforces the contract's rules, naming the field, and keeps it immutable.
+
+
+def test_a_full_acceleration_spec_is_accepted_and_kept(k: Any) -> None:
+    acceleration = {
+        "compile": "on",
+        "attention": "cudnn",
+        "stepCache": {"type": "first-block", "threshold": 0.1},
+        "weightStorage": "fp8",
+    }
+    assert apply(k, manifest("accel-accepted", acceleration=acceleration)).returncode == 0
+    got = json.loads(k("get", "vgj", "accel-accepted", "-n", NAMESPACE, "-o", "json").stdout)
+    assert got["spec"]["acceleration"] == acceleration
+    api.VideoGenJobSpec.model_validate(got["spec"])
+
+
+@pytest.mark.parametrize(
+    ("acceleration", "message"),
+    [
+        ({"stepCache": {"type": "mag"}}, "mag needs magRatios"),
+        ({"stepCache": {"type": "taylorseer", "threshold": 0.2}}, "threshold applies to first-block and mag only"),
+        ({"stepCache": {"type": "first-block", "interval": 3}}, "interval applies to taylorseer only"),
+        ({"stepCache": {"type": "taylorseer", "magRatios": [1.0, 0.9]}}, "magRatios applies to mag only"),
+        ({"stepCache": {"type": "teacache"}}, "spec.acceleration.stepCache.type"),
+        ({"attention": "flash_hub"}, "spec.acceleration.attention"),
+        ({"compile": "max"}, "spec.acceleration.compile"),
+    ],
+)
+def test_bad_acceleration_is_refused_at_apply(k: Any, acceleration: dict[str, Any], message: str) -> None:
+    outcome = apply(k, manifest("accel-refused", acceleration=acceleration))
+    assert outcome.returncode != 0
+    assert message in outcome.stderr, outcome.stderr
+    with pytest.raises(ValueError):
+        api.AccelerationSpec.model_validate(acceleration)
+
+
+def test_acceleration_is_immutable(k: Any) -> None:
+    assert apply(k, manifest("accel-immutable", acceleration={"stepCache": {"type": "none"}})).returncode == 0
+    changed = apply(k, manifest("accel-immutable", acceleration={"stepCache": {"type": "first-block"}}))
+    assert changed.returncode != 0
+    assert "acceleration is immutable after creation" in changed.stderr

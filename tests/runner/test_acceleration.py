@@ -268,25 +268,9 @@ def test_mag_cache_skips_with_the_given_ratios(tiny_models: TinyModels) -> None:
 
 
 def test_step_caches_know_the_blocks_of_wan_ltx_and_cogvideox() -> None:
-    from diffusers import CogVideoXTransformer3DModel
-
     from videogen_runner import tiny_models
 
-    cog = CogVideoXTransformer3DModel(
-        num_attention_heads=2,
-        attention_head_dim=8,
-        in_channels=4,
-        out_channels=4,
-        time_embed_dim=2,
-        text_embed_dim=8,
-        num_layers=1,
-        sample_width=8,
-        sample_height=8,
-        sample_frames=8,
-        patch_size=2,
-        temporal_compression_ratio=4,
-        max_text_seq_length=8,
-    )
+    cog = tiny_models.build_cogvideox_t2v().transformer
     assert accel.registered_block_lists(tiny_models._wan_transformer(16, None)) == ["blocks"]
     assert accel.registered_block_lists(tiny_models.build_ltx().transformer) == ["transformer_blocks"]
     assert accel.registered_block_lists(cog) == ["transformer_blocks"]

@@ -41,23 +41,9 @@ def test_ulysses_takes_the_gpus_that_divide_the_heads_and_ring_the_rest(
 def test_a_model_without_a_context_parallel_plan_is_refused() -> None:
     from types import SimpleNamespace
 
-    from diffusers import CogVideoXTransformer3DModel
+    from videogen_runner import tiny_models
 
-    transformer = CogVideoXTransformer3DModel(
-        num_attention_heads=2,
-        attention_head_dim=8,
-        in_channels=4,
-        out_channels=4,
-        time_embed_dim=2,
-        text_embed_dim=8,
-        num_layers=1,
-        sample_width=8,
-        sample_height=8,
-        sample_frames=8,
-        patch_size=2,
-        temporal_compression_ratio=4,
-        max_text_seq_length=8,
-    )
+    transformer = tiny_models.build_cogvideox_t2v().transformer
     with pytest.raises(InvalidInputError) as err:
         parallel.require_context_parallel(SimpleNamespace(transformer=transformer), 4, "/models/cog")
     assert err.value.message.startswith("spec.resources.gpus: 4 GPUs need a model diffusers can split")
