@@ -11,9 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import socket
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,7 +24,7 @@ from operator_support import BUCKET, TINY_I2V, tiny_job
 from videogen_api import v1alpha1 as api
 from videogen_devcluster.devcluster import DevCluster
 from videogen_devcluster.operator_process import OperatorProcess, create_peering, operator_env
-from videogen_devcluster.testing import unique_name
+from videogen_devcluster.testing import ConnectionRecorder, unique_name
 from videogen_operator.manifests import RUNNER_RBAC_NAME
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.slow]
@@ -346,42 +344,11 @@ def test_tenants_cannot_reach_each_others_objects(
 # --------------------------------------------------------------------------- safe fetching
 
 
-class Recorder:
-    """A loopback TCP listener recording every connection: it must record none."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen()
-        self.sock.settimeout(0.2)
-        self.port = int(self.sock.getsockname()[1])
-        self.connections: list[Any] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, peer = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.connections.append(peer)
-            conn.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
-
-
 def test_an_https_image_on_loopback_is_refused_without_a_request(
     tenants: tuple[Tenant, Tenant], operator: OperatorProcess
 ) -> None:
     alice, _ = tenants
-    recorder = Recorder()
+    recorder = ConnectionRecorder()
     try:
         for name, host in [("loopback-ip", "127.0.0.1"), ("loopback-name", "localhost")]:
             alice.run(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.server
 import io
 import ipaddress
-import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterator
@@ -16,6 +15,7 @@ import pytest
 from PIL import Image
 from runner_support import HttpsServer
 
+from videogen_devcluster.testing import ConnectionRecorder
 from videogen_runner import images
 from videogen_runner.errors import InputImageError
 from videogen_runner.images import AddressPolicy, SafeFetcher, check_image_bytes, fetch_input_image, fit_to_frame, sniff
@@ -101,41 +101,9 @@ def fetcher_to(address: str, **names: str) -> SafeFetcher:
     return SafeFetcher(AddressPolicy(allowed=(ipaddress.ip_network(f"{address}/32"),)), resolver=resolve)
 
 
-class Recorder:
-    """A plain TCP listener on loopback that records every connection (it must see none)."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen()
-        self.sock.settimeout(0.2)
-        self.port = int(self.sock.getsockname()[1])
-        self.connections: list[tuple[str, int]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, peer = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.connections.append(peer)
-            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n")
-            conn.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
-
-
 @pytest.fixture
-def recorder() -> Iterator[Recorder]:
-    rec = Recorder()
+def recorder() -> Iterator[ConnectionRecorder]:
+    rec = ConnectionRecorder()
     yield rec
     rec.close()
 
@@ -224,7 +192,7 @@ class TestFetchingOverHttps:
 
 class TestRefusedAddresses:
     @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]"])
-    def test_loopback_is_refused_before_any_request(self, recorder: Recorder, host: str) -> None:
+    def test_loopback_is_refused_before_any_request(self, recorder: ConnectionRecorder, host: str) -> None:
         with pytest.raises(InputImageError, match="loopback"):
             fetch_input_image(f"https://{host}:{recorder.port}/x.png", None, RetryPolicy(attempts=1))
         assert recorder.connections == []
@@ -266,7 +234,7 @@ class TestRedirects:
         assert data.startswith(b"\x89PNG")
 
     def test_a_redirect_to_loopback_is_refused_and_never_requested(
-        self, redirector: tuple[int, dict[str, str]], recorder: Recorder
+        self, redirector: tuple[int, dict[str, str]], recorder: ConnectionRecorder
     ) -> None:
         port, routes = redirector
         routes["loop"] = f"https://127.0.0.1:{recorder.port}/x.png"
@@ -283,7 +251,7 @@ class TestRedirects:
             fetcher_to("127.0.0.2").fetch(f"https://{SERVER_NAME}:{port}/go/meta")
 
     def test_a_redirect_that_leaves_https_is_refused(
-        self, redirector: tuple[int, dict[str, str]], recorder: Recorder
+        self, redirector: tuple[int, dict[str, str]], recorder: ConnectionRecorder
     ) -> None:
         port, routes = redirector
         routes["plain"] = f"http://{SERVER_NAME}:{recorder.port}/x.png"
