@@ -103,6 +103,19 @@ def _text_encoder(kind: str, vocab_size: int) -> Any:
     return transformers.T5EncoderModel(transformers.T5Config(**common))
 
 
+def _clip_vision_config() -> Any:
+    """The tiny CLIP image encoder Wan-style image-to-video pipelines share."""
+    return _lib("transformers").CLIPVisionConfig(
+        hidden_size=4,
+        projection_dim=4,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=32,
+        intermediate_size=16,
+        patch_size=1,
+    )
+
+
 def _wan_vae() -> Any:
     _seeded()
     return _lib("diffusers").AutoencoderKLWan(
@@ -110,9 +123,12 @@ def _wan_vae() -> Any:
     )
 
 
-def _wan_transformer(in_channels: int, image_dim: int | None, out_channels: int = 16) -> Any:
+def _wan_transformer(
+    in_channels: int, image_dim: int | None, out_channels: int = 16, model: str = "WanTransformer3DModel"
+) -> Any:
+    """A tiny Wan-architecture DiT; `model` names the class (SkyReels-V2 shares Wan's configuration)."""
     _seeded()
-    return _lib("diffusers").WanTransformer3DModel(
+    return getattr(_lib("diffusers"), model)(
         patch_size=(1, 2, 2),
         num_attention_heads=2,
         attention_head_dim=12,
@@ -147,17 +163,7 @@ def build_wan_i2v() -> Any:
     transformers = _lib("transformers")
     tokenizer = build_tokenizer()
     _seeded()
-    image_encoder = transformers.CLIPVisionModel(
-        transformers.CLIPVisionConfig(
-            hidden_size=4,
-            projection_dim=4,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=32,
-            intermediate_size=16,
-            patch_size=1,
-        )
-    )
+    image_encoder = transformers.CLIPVisionModel(_clip_vision_config())
     return diffusers.WanImageToVideoPipeline(
         tokenizer=tokenizer,
         text_encoder=_text_encoder("umt5", len(tokenizer)),
@@ -314,21 +320,7 @@ def build_mochi() -> Any:
 def build_skyreels_v2_t2v() -> Any:
     diffusers = _lib("diffusers")
     tokenizer = build_tokenizer()
-    _seeded()
-    transformer = diffusers.SkyReelsV2Transformer3DModel(
-        patch_size=(1, 2, 2),
-        num_attention_heads=2,
-        attention_head_dim=12,
-        in_channels=16,
-        out_channels=16,
-        text_dim=TEXT_DIM,
-        freq_dim=256,
-        ffn_dim=32,
-        num_layers=2,
-        cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads",
-        rope_max_seq_len=1024,
-    )
+    transformer = _wan_transformer(16, None, model="SkyReelsV2Transformer3DModel")
     return diffusers.SkyReelsV2Pipeline(
         tokenizer=tokenizer,
         text_encoder=_text_encoder("umt5", len(tokenizer)),
@@ -390,17 +382,7 @@ def build_i2vgen_xl() -> Any:
         )
     )
     _seeded()
-    image_encoder = transformers.CLIPVisionModelWithProjection(
-        transformers.CLIPVisionConfig(
-            hidden_size=4,
-            projection_dim=4,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=32,
-            intermediate_size=16,
-            patch_size=1,
-        )
-    )
+    image_encoder = transformers.CLIPVisionModelWithProjection(_clip_vision_config())
     return diffusers.I2VGenXLPipeline(
         vae=vae,
         text_encoder=text_encoder,
@@ -583,34 +565,9 @@ def build_skyreels_v2_i2v() -> Any:
     transformers = _lib("transformers")
     tokenizer = build_tokenizer()
     _seeded()
-    image_encoder = transformers.CLIPVisionModelWithProjection(
-        transformers.CLIPVisionConfig(
-            hidden_size=4,
-            projection_dim=4,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=32,
-            intermediate_size=16,
-            patch_size=1,
-        )
-    )
-    _seeded()
-    transformer = diffusers.SkyReelsV2Transformer3DModel(
-        patch_size=(1, 2, 2),
-        num_attention_heads=2,
-        attention_head_dim=12,
-        # 16 noise + 4 mask + 16 image-latent channels.
-        in_channels=36,
-        out_channels=16,
-        text_dim=TEXT_DIM,
-        freq_dim=256,
-        ffn_dim=32,
-        num_layers=2,
-        cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads",
-        rope_max_seq_len=1024,
-        image_dim=4,
-    )
+    image_encoder = transformers.CLIPVisionModelWithProjection(_clip_vision_config())
+    # 16 noise + 4 mask + 16 image-latent channels.
+    transformer = _wan_transformer(36, 4, model="SkyReelsV2Transformer3DModel")
     return diffusers.SkyReelsV2ImageToVideoPipeline(
         tokenizer=tokenizer,
         text_encoder=_text_encoder("umt5", len(tokenizer)),
