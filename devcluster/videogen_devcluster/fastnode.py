@@ -150,7 +150,11 @@ class FastGpuNode(LocalGpuNode):
         if self.s3_client is not None:
             output = runner_result(pod, digest, len(data))["output"]
             bucket, _, key = str(output["uri"]).removeprefix("s3://").partition("/")
-            self.s3_client.put_object(Bucket=bucket, Key=key, Body=data, Metadata={api.S3_METADATA_SHA256: digest})
+            # The metadata the runner's grant signs into its PUT: the operator accepts only an
+            # object that names the job which wrote it.
+            job_uid = ((pod.get("metadata") or {}).get("labels") or {}).get(api.LABEL_JOB_UID, "")
+            metadata = {api.S3_METADATA_SHA256: digest, api.S3_METADATA_JOB_UID: job_uid}
+            self.s3_client.put_object(Bucket=bucket, Key=key, Body=data, Metadata=metadata)
         return digest, len(data)
 
     def _status(self, containers: list[str], started: str, result: str | None) -> JSON:
