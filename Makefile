@@ -33,8 +33,8 @@ tools:
 	@hack/build-tools.sh >/dev/null
 
 crds: venv
-	$(PY) -m videogen_api.crd --out crds/videogenjobs.yaml
-	cp crds/videogenjobs.yaml crds/kopf-peering.yaml charts/videogen-operator/crds/
+	$(PY) -m videogen_api.crd --out crds/videogenjobs.yaml --models-out crds/videogenmodels.yaml
+	cp crds/videogenjobs.yaml crds/videogenmodels.yaml crds/kopf-peering.yaml charts/videogen-operator/crds/
 
 lint: venv
 	$(PY) -m ruff check .

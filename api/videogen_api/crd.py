@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from videogen_api import catalog
 from videogen_api import v1alpha1 as api
 
 _DROP_KEYS = frozenset({"title", "$defs", "discriminator"})
@@ -137,22 +138,76 @@ def openapi_schema(model: type[BaseModel]) -> dict[str, Any]:
     return _structural(_resolve(raw, defs))
 
 
-def build_crd() -> dict[str, Any]:
-    spec_schema = openapi_schema(api.VideoGenJobSpec)
-    status_schema = openapi_schema(api.VideoGenJobStatus)
+MODEL_PRINTER_COLUMNS: list[dict[str, Any]] = [
+    {
+        "name": "Phase",
+        "type": "string",
+        "jsonPath": ".status.phase",
+        "description": "Pending, Downloading, Ready or Failed.",
+    },
+    {"name": "Size", "type": "string", "jsonPath": ".status.size", "description": "Total size of the model's files."},
+    {
+        "name": "Progress",
+        "type": "string",
+        "jsonPath": ".status.progress.summary",
+        "description": "Download progress.",
+    },
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {
+        "name": "Source",
+        "type": "string",
+        "jsonPath": ".spec.source",
+        "priority": 1,
+        "description": "Where it comes from.",
+    },
+    {
+        "name": "Revision",
+        "type": "string",
+        "jsonPath": ".status.revision",
+        "priority": 1,
+        "description": "Revision fetched.",
+    },
+    {
+        "name": "Files",
+        "type": "integer",
+        "jsonPath": ".status.fileCount",
+        "priority": 1,
+        "description": "Files fetched.",
+    },
+    {"name": "Reason", "type": "string", "jsonPath": ".status.reason", "priority": 1, "description": "Why this phase."},
+]
+
+
+def _doc(model: type[BaseModel]) -> str:
+    return (model.__doc__ or "").strip().replace("\n    ", " ").replace("\n", " ")
+
+
+def _build(
+    *,
+    kind: str,
+    names: dict[str, Any],
+    crd_name: str,
+    scope: str,
+    spec_model: type[BaseModel],
+    status_model: type[BaseModel],
+    root_model: type[BaseModel],
+    columns: list[dict[str, Any]],
+) -> dict[str, Any]:
+    spec_schema = openapi_schema(spec_model)
+    status_schema = openapi_schema(status_model)
     _fill_nested_defaults(spec_schema)
-    spec_schema["description"] = (api.VideoGenJobSpec.__doc__ or "").strip().replace("\n    ", " ").replace("\n", " ")
-    status_schema["description"] = (api.VideoGenJobStatus.__doc__ or "").strip()
+    spec_schema["description"] = _doc(spec_model)
+    status_schema["description"] = (status_model.__doc__ or "").strip()
     root = {
         "type": "object",
-        "description": (api.VideoGenJob.__doc__ or "").strip(),
+        "description": _doc(root_model),
         "required": ["spec"],
         "properties": {
             "apiVersion": {
                 "type": "string",
                 "description": "APIVersion of this object: videogen.dev/v1alpha1.",
             },
-            "kind": {"type": "string", "description": "Kind of this object: VideoGenJob."},
+            "kind": {"type": "string", "description": f"Kind of this object: {kind}."},
             "metadata": {"type": "object"},
             "spec": spec_schema,
             "status": status_schema,
@@ -162,27 +217,20 @@ def build_crd() -> dict[str, Any]:
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {
-            "name": api.CRD_NAME,
+            "name": crd_name,
             "labels": {api.LABEL_PART_OF: api.MANAGED_BY},
         },
         "spec": {
             "group": api.GROUP,
-            "names": {
-                "kind": api.KIND,
-                "listKind": api.LIST_KIND,
-                "plural": api.PLURAL,
-                "singular": api.SINGULAR,
-                "shortNames": list(api.SHORT_NAMES),
-                "categories": list(api.CATEGORIES),
-            },
-            "scope": "Namespaced",
+            "names": names,
+            "scope": scope,
             "versions": [
                 {
                     "name": api.VERSION,
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": PRINTER_COLUMNS,
+                    "additionalPrinterColumns": columns,
                     "schema": {"openAPIV3Schema": root},
                 }
             ],
@@ -190,24 +238,75 @@ def build_crd() -> dict[str, Any]:
     }
 
 
+def build_crd() -> dict[str, Any]:
+    """The VideoGenJob CRD (namespaced)."""
+    return _build(
+        kind=api.KIND,
+        names={
+            "kind": api.KIND,
+            "listKind": api.LIST_KIND,
+            "plural": api.PLURAL,
+            "singular": api.SINGULAR,
+            "shortNames": list(api.SHORT_NAMES),
+            "categories": list(api.CATEGORIES),
+        },
+        crd_name=api.CRD_NAME,
+        scope="Namespaced",
+        spec_model=api.VideoGenJobSpec,
+        status_model=api.VideoGenJobStatus,
+        root_model=api.VideoGenJob,
+        columns=PRINTER_COLUMNS,
+    )
+
+
+def build_model_crd() -> dict[str, Any]:
+    """The VideoGenModel CRD (cluster-scoped: the platform's catalog)."""
+    return _build(
+        kind=catalog.MODEL_KIND,
+        names={
+            "kind": catalog.MODEL_KIND,
+            "listKind": catalog.MODEL_LIST_KIND,
+            "plural": catalog.MODEL_PLURAL,
+            "singular": catalog.MODEL_SINGULAR,
+            "shortNames": list(catalog.MODEL_SHORT_NAMES),
+            "categories": list(catalog.MODEL_CATEGORIES),
+        },
+        crd_name=catalog.MODEL_CRD_NAME,
+        scope="Cluster",
+        spec_model=catalog.VideoGenModelSpec,
+        status_model=catalog.VideoGenModelStatus,
+        root_model=catalog.VideoGenModel,
+        columns=MODEL_PRINTER_COLUMNS,
+    )
+
+
 HEADER = "# Generated by `make crds` from api/videogen_api/v1alpha1.py. Do not edit by hand.\n"
+MODEL_HEADER = "# Generated by `make crds` from api/videogen_api/catalog.py. Do not edit by hand.\n"
 
 
 def render_crd() -> str:
     return HEADER + yaml.safe_dump(build_crd(), sort_keys=False, width=120, allow_unicode=True)
 
 
+def render_model_crd() -> str:
+    return MODEL_HEADER + yaml.safe_dump(build_model_crd(), sort_keys=False, width=120, allow_unicode=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, help="write here instead of stdout")
+    parser.add_argument("--out", type=Path, help="write the VideoGenJob CRD here instead of stdout")
+    parser.add_argument("--models-out", type=Path, help="write the VideoGenModel CRD here")
     args = parser.parse_args(argv)
-    text = render_crd()
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
-        print(f"wrote {args.out}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
+    outputs = [(args.out, render_crd())]
+    if args.models_out:
+        outputs.append((args.models_out, render_model_crd()))
+    for path, text in outputs:
+        if path:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            print(f"wrote {path}", file=sys.stderr)
+        else:
+            sys.stdout.write(text)
     return 0
 
 

@@ -53,9 +53,10 @@ MAX_TIMEOUT_SECONDS: Final = 7 * 24 * 3600
 MAX_PRESIGN_SECONDS: Final = 7 * 24 * 3600  # the SigV4 maximum
 MAX_URI_LENGTH: Final = 1024
 
-# hf://org/name[@revision] | s3://bucket[/prefix] | /absolute/path
+# catalog-name (a VideoGenModel) | hf://org/name[@revision] | s3://bucket[/prefix] | /absolute/path
 MODEL_URI_PATTERN: Final = (
-    r"^(hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*(@[A-Za-z0-9._/-]+)?"
+    r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?"
+    r"|hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*(@[A-Za-z0-9._/-]+)?"
     r"|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?"
     r"|/[^\s]*)$"
 )
@@ -219,6 +220,12 @@ class Reason(StrEnum):
     INTERNAL_ERROR = "InternalError"
     # the operator's tenancy policy refused the spec (bucket, key, image or model source)
     POLICY_VIOLATION = "PolicyViolation"
+    # the catalog model (VideoGenModel) is not Ready yet: the job waits in Queued
+    MODEL_NOT_READY = "ModelNotReady"
+    # the catalog model does not allow the job's namespace, or the URI is not in the catalog
+    MODEL_NOT_ALLOWED = "ModelNotAllowed"
+    # the catalog model Failed, is being deleted, or never appeared
+    MODEL_UNAVAILABLE = "ModelUnavailable"
     # the runner said it succeeded but the object at the spec's location is not what it claims
     OUTPUT_VERIFICATION_FAILED = "OutputVerificationFailed"
 
@@ -635,8 +642,10 @@ class VideoGenJobSpec(_Model):
         max_length=MAX_URI_LENGTH,
         pattern=MODEL_URI_PATTERN,
         description=(
-            "The diffusers pipeline to load: hf://org/name[@revision] (read from the model-cache "
-            "volume's Hugging Face cache, offline), s3://bucket/prefix (synced into the cache), or an "
+            "The diffusers pipeline to load: the name of a VideoGenModel in the platform's catalog "
+            "(kubectl get videogenmodels; mounted read-only, nothing is downloaded), or, where the "
+            "operator's models.allowUnlisted permits, hf://org/name[@revision] (read from the model-cache "
+            "volume's Hugging Face cache, offline), s3://bucket/prefix (synced per job), or an "
             "absolute path of a save_pretrained directory inside the model-cache volume."
         ),
     )
@@ -966,13 +975,26 @@ class RunnerFailure(_Model):
 # --------------------------------------------------------------------------- spec hash
 
 
-def spec_hash(spec: VideoGenJobSpec) -> str:
+@dataclass(frozen=True)
+class ModelIdentity:
+    """Which files a catalog model's name stood for when a job used it (VideoGenModel status)."""
+
+    revision: str
+    digest: str
+
+
+def spec_hash(spec: VideoGenJobSpec, model: ModelIdentity | None = None) -> str:
     """Stable hash over what determines the video's content (and its format).
 
+    A catalog model's name says nothing about its files: its resolved revision and manifest
+    digest are hashed too, so a model upgrade never serves a cached video of the old revision.
     Used as the result-cache key and stored in the object's metadata; 16 hex
     digits keeps it label-safe."""
     wire = spec.to_wire()
-    payload = {f: wire.get(f) for f in GENERATION_FIELDS}
+    payload: dict[str, Any] = {f: wire.get(f) for f in GENERATION_FIELDS}
+    if model is not None:
+        payload["modelRevision"] = model.revision
+        payload["modelDigest"] = model.digest
     payload["outputFormat"] = wire["output"]["format"]
     for name in OPTIONAL_GENERATION_FIELDS:
         if wire.get(name) is not None:
