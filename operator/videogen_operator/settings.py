@@ -25,7 +25,12 @@ ENV_CONFIG_FILE = "VIDEOGEN_CONFIG_FILE"
 
 
 class ModelCacheVolume(BaseModel):
-    """Where runners keep downloaded models (mounted at `mountPath`, HF_HOME below it)."""
+    """The model cache (mounted at `mountPath`, HF_HOME below it).
+
+    pvc: `claimName` is a claim in the operator's namespace on a ReadWriteMany volume; the operator's
+    loader writes the catalog there, and each job namespace gets a read-only PersistentVolume and claim
+    (`namespaceClaimName`) bound to the same volume. hostPath: one directory per node (single-node
+    clusters, development). emptyDir: no cache at all (no catalog; unlisted URIs only)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -33,6 +38,9 @@ class ModelCacheVolume(BaseModel):
     claim_name: str | None = None
     host_path: str | None = None
     mount_path: str = "/models"
+    namespace_claim_name: str = Field(
+        "videogen-models", description="Name of the read-only claim the operator provisions in each job namespace."
+    )
 
 
 class OperatorSettings(BaseModel):
@@ -142,6 +150,27 @@ class OperatorSettings(BaseModel):
         description="Cluster service and pod CIDRs the runner never fetches https images from (besides private ranges).",
     )
     model_cache: ModelCacheVolume = Field(default_factory=ModelCacheVolume)
+    # ---------------------------------------------------------------- model catalog
+    allow_unlisted_models: bool = Field(
+        False,
+        description=(
+            "Accept hf://, s3:// and path URIs in spec.model besides catalog names (VideoGenModels). "
+            "Off by default: the catalog is how a platform team says which models its users may run."
+        ),
+    )
+    loader_image: str | None = Field(None, description="Image of the model loader; unset: runnerImage.")
+    loader_command: list[str] = Field(default_factory=lambda: ["videogen-model-loader"])
+    loader_service_account: str = Field(
+        "videogen-model-loader",
+        description="ServiceAccount (operator's namespace) of loader pods: may patch videogenmodels/status only.",
+    )
+    loader_cpu_request: str = "1"
+    loader_memory_request: str = "2Gi"
+    loader_backoff_limit: int = Field(2, ge=0, description="Retries of a loader pod before the model is Failed.")
+    hf_token_secret_name: str | None = Field(
+        None, description="Secret (operator's namespace) with HF_TOKEN for gated hf:// models; loaders only."
+    )
+    extra_loader_env: dict[str, str] = Field(default_factory=dict)
     job_ttl_seconds: int = Field(
         3600,
         ge=MIN_JOB_TTL_SECONDS,
