@@ -17,21 +17,23 @@ import concurrent.futures
 import logging
 import time
 from collections.abc import Hashable
-from typing import Any
+from typing import Any, NamedTuple
 
 import kopf
 
+from videogen_api import catalog as cat
 from videogen_api import v1alpha1 as api
 from videogen_operator import metrics
 from videogen_operator.activity import is_active, own_identity, start_priority
 from videogen_operator.dispatch import Coalescer
 from videogen_operator.kube import Kube, is_transient, load_client_config
 from videogen_operator.manifests import OWNER_ANNOTATION
+from videogen_operator.model_reconcile import ModelReconciler
 from videogen_operator.phases import now_utc
 from videogen_operator.reconcile import Reconciler, needs_timer
 from videogen_operator.results import ObjectStore
 from videogen_operator.settings import OperatorSettings, load_settings
-from videogen_operator.views import Views, controller_uid, slim_job, slim_pod, slim_vgj, vgj_owner_uid
+from videogen_operator.views import Views, controller_uid, slim_job, slim_model, slim_pod, slim_vgj, vgj_owner_uid
 
 log = logging.getLogger(__name__)
 ADMISSION = ("", "")
@@ -47,6 +49,18 @@ FULL_SWEEP_EVERY = 12
 STALE_SWEEP_PERIODS = 6
 MIN_STALE_SWEEP_SECONDS = 60.0
 RECONCILE_THREADS = 32
+
+
+class ModelKey(NamedTuple):
+    """A dispatch key for one VideoGenModel (VideoGenJobs are keyed by (namespace, name))."""
+
+    name: str
+
+
+def _error_kind(key: Hashable) -> str:
+    if key == ADMISSION:
+        return "admission"
+    return "videogenmodel" if isinstance(key, ModelKey) else "videogenjob"
 
 
 class Runtime:
@@ -67,10 +81,8 @@ class Runtime:
         self.priority = priority
         store = ObjectStore(settings) if (settings.s3_endpoint or settings.s3_bucket) else None
         self.reconciler = Reconciler(Kube(metrics.instrumented_api_client()), settings, store, views=views)
-        self.dispatch = Coalescer(
-            metrics.count_errors(self._work, lambda k: "admission" if k == ADMISSION else "videogenjob"),
-            self._record_error,
-        )
+        self.models = ModelReconciler(self.reconciler.kube, settings, views)
+        self.dispatch = Coalescer(metrics.count_errors(self._work, _error_kind), self._record_error)
         self.last_sweep = time.monotonic()
         self.sweeps = 0
         self.active = False
@@ -80,6 +92,10 @@ class Runtime:
             if self.active:
                 self.reconciler.admit()
             return
+        if isinstance(key, ModelKey):
+            if self.active:
+                self.models.reconcile(key.name)
+            return
         assert isinstance(key, tuple)
         outcome = self.reconciler.reconcile(key[0], key[1])
         if outcome.needs_admission or any(t.phase in TERMINAL for t in outcome.transitions):
@@ -87,6 +103,9 @@ class Runtime:
             asyncio.run_coroutine_threadsafe(self.dispatch.kick(ADMISSION), self.loop)
 
     def _record_error(self, key: Hashable, error: BaseException) -> None:
+        if isinstance(key, ModelKey):
+            self.models.record_error(key.name, error)
+            return
         if key != ADMISSION and isinstance(key, tuple):
             self.reconciler.record_error(key[0], key[1], error)
 
@@ -116,6 +135,9 @@ class Runtime:
             for vgj in self.reconciler.views.vgjs()
             if needs_timer(vgj) or (full and (vgj.get("status") or {}).get("phase") not in TERMINAL)
         ]
+        keys.extend(
+            ModelKey(m["metadata"]["name"]) for m in self.reconciler.views.models() if self.models.needs_work(m)
+        )
         await asyncio.gather(*(self.dispatch.kick(k) for k in [*keys, ADMISSION]))
 
     async def sweep_forever(self) -> None:
@@ -161,6 +183,11 @@ async def job_index(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
 async def pod_index(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
     owner = controller_uid(body.metadata, "Job")
     return {owner: slim_pod(body)} if owner else {}
+
+
+@kopf.index(api.GROUP, api.VERSION, cat.MODEL_PLURAL)
+async def model_index(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+    return {body.metadata.name or "": slim_model(body)}
 
 
 @kopf.index("", "v1", "events")
@@ -213,7 +240,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: An
     asyncio.get_running_loop().set_default_executor(
         concurrent.futures.ThreadPoolExecutor(max_workers=RECONCILE_THREADS, thread_name_prefix="reconcile")
     )
-    views = Views(kwargs["vgj_index"], kwargs["job_index"], kwargs["pod_index"], kwargs["failed_create_index"])
+    views = Views(
+        kwargs["vgj_index"],
+        kwargs["job_index"],
+        kwargs["pod_index"],
+        kwargs["failed_create_index"],
+        kwargs["model_index"],
+    )
     identity = str(memo.get("identity") or own_identity())
     priority = int(memo.get("priority") or start_priority())
     runtime = await asyncio.to_thread(Runtime, ours, asyncio.get_running_loop(), views, identity, priority)
@@ -262,6 +295,22 @@ async def videogenjob_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> 
     if (obj.get("status") or {}).get("phase") in TERMINAL:
         return  # finished for good: nothing to reconcile (thousands of these at start-up)
     await runtime.dispatch.kick((meta["namespace"], meta["name"]))
+
+
+@kopf.on.event(api.GROUP, api.VERSION, cat.MODEL_PLURAL)
+async def videogenmodel_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """A model changed: reconcile it, and the unfinished jobs that name it (they may wait for it)."""
+    obj = event["object"]
+    name = str((obj.get("metadata") or {}).get("name") or "")
+    runtime = _runtime(memo)
+    if event["type"] != "DELETED":
+        await runtime.dispatch.kick(ModelKey(name))
+    waiting = [
+        (vgj["metadata"]["namespace"], vgj["metadata"]["name"])
+        for vgj in runtime.reconciler.views.vgjs()
+        if (vgj.get("spec") or {}).get("model") == name and (vgj.get("status") or {}).get("phase") not in TERMINAL
+    ]
+    await asyncio.gather(*(runtime.dispatch.kick(k) for k in waiting))
 
 
 def _owner_key(body: kopf.Body) -> tuple[str, str] | None:

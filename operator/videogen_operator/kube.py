@@ -24,6 +24,7 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from videogen_api import catalog as cat
 from videogen_api import v1alpha1 as api
 from videogen_operator.phases import iso, now_utc
 
@@ -110,6 +111,7 @@ class Kube:
         self.custom: Any = client.CustomObjectsApi(self.api_client)
         self.rbac: Any = client.RbacAuthorizationV1Api(self.api_client)
         self.scheduling: Any = client.SchedulingV1Api(self.api_client)
+        self.apps: Any = client.AppsV1Api(self.api_client)
         self._priorities: dict[str, int] = {}
         self._instance = socket.gethostname()
         # Events are posted off the reconcile's path: a courtesy must not add its latency
@@ -191,9 +193,12 @@ class Kube:
     def create(self, obj: dict[str, Any]) -> dict[str, Any] | None:
         """Create `obj`; the created object, or None if it already existed (409)."""
         kind = obj["kind"]
-        ns = obj["metadata"]["namespace"]
+        ns = obj["metadata"].get("namespace", "")
         t = {"_preload_content": False, "_request_timeout": REQUEST_TIMEOUT}
         creators: dict[str, Callable[[], Any]] = {
+            "PersistentVolume": lambda: self.core.create_persistent_volume(obj, **t),
+            "PersistentVolumeClaim": lambda: self.core.create_namespaced_persistent_volume_claim(ns, obj, **t),
+            "DaemonSet": lambda: self.apps.create_namespaced_daemon_set(ns, obj, **t),
             "Job": lambda: self.batch.create_namespaced_job(ns, obj, **t),
             "ServiceAccount": lambda: self.core.create_namespaced_service_account(ns, obj, **t),
             "Secret": lambda: self.core.create_namespaced_secret(ns, obj, **t),
@@ -210,6 +215,146 @@ class Kube:
     def create_if_missing(self, obj: dict[str, Any]) -> bool:
         """Create `obj`; True if created, False if it already existed (409)."""
         return self.create(obj) is not None
+
+    # ------------------------------------------------------------------ the model catalog
+
+    def get_model(self, name: str) -> dict[str, Any] | None:
+        obj = _unless_missing(
+            lambda: self.custom.get_cluster_custom_object(
+                api.GROUP, api.VERSION, cat.MODEL_PLURAL, name, _request_timeout=REQUEST_TIMEOUT
+            )
+        )
+        return dict(obj) if obj is not None else None
+
+    def patch_model_status(
+        self, name: str, status: dict[str, Any], resource_version: str | None = None
+    ) -> dict[str, Any] | None:
+        """Merge-patch a VideoGenModel's status (conditional on `resource_version` when given)."""
+        body: dict[str, Any] = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        try:
+            patched = _unless_missing(
+                lambda: self.custom.patch_cluster_custom_object_status(
+                    api.GROUP,
+                    api.VERSION,
+                    cat.MODEL_PLURAL,
+                    name,
+                    body,
+                    _content_type=MERGE_PATCH,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
+            )
+        except ApiException as err:
+            if err.status == 409:
+                raise ConflictError(f"VideoGenModel {name} changed since resourceVersion {resource_version}") from err
+            raise
+        return dict(patched) if patched is not None else None
+
+    def set_model_finalizers(self, name: str, finalizers: list[str], resource_version: str) -> dict[str, Any] | None:
+        """Replace metadata.finalizers, conditional on the resourceVersion they were computed from."""
+        body = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
+        try:
+            patched = _unless_missing(
+                lambda: self.custom.patch_cluster_custom_object(
+                    api.GROUP,
+                    api.VERSION,
+                    cat.MODEL_PLURAL,
+                    name,
+                    body,
+                    _content_type=MERGE_PATCH,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
+            )
+        except ApiException as err:
+            if err.status == 409:
+                raise ConflictError(f"VideoGenModel {name} changed since resourceVersion {resource_version}") from err
+            raise
+        return dict(patched) if patched is not None else None
+
+    def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        found = _json(
+            self.core.list_namespaced_pod(
+                namespace, label_selector=label_selector, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            )
+        )
+        return list(found.get("items") or [])
+
+    def list_jobs(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        found = _json(
+            self.batch.list_namespaced_job(
+                namespace, label_selector=label_selector, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            )
+        )
+        return list(found.get("items") or [])
+
+    def get_pvc(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return _unless_missing(
+            lambda: _json(
+                self.core.read_namespaced_persistent_volume_claim(
+                    name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                )
+            )
+        )
+
+    def get_pv(self, name: str) -> dict[str, Any] | None:
+        return _unless_missing(
+            lambda: _json(
+                self.core.read_persistent_volume(name, _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
+            )
+        )
+
+    def delete_pv(self, name: str) -> None:
+        _unless_missing(lambda: self.core.delete_persistent_volume(name, _request_timeout=REQUEST_TIMEOUT))
+
+    def get_daemonset(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return _unless_missing(
+            lambda: _json(
+                self.apps.read_namespaced_daemon_set(
+                    name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                )
+            )
+        )
+
+    def delete_daemonset(self, namespace: str, name: str) -> None:
+        _unless_missing(
+            lambda: self.apps.delete_namespaced_daemon_set(
+                name,
+                namespace,
+                body=client.V1DeleteOptions(propagation_policy="Background"),
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        )
+
+    def post_model_event(self, model: dict[str, Any], event_type: str, reason: str, message: str) -> None:
+        """An Event on a (cluster-scoped) VideoGenModel, in the default namespace as kubectl expects."""
+        meta = model["metadata"]
+        now = iso(now_utc())
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": "default"},
+            "involvedObject": {
+                "apiVersion": api.API_VERSION,
+                "kind": cat.MODEL_KIND,
+                "name": meta["name"],
+                "uid": meta["uid"],
+            },
+            "type": event_type,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": REPORTING_COMPONENT},
+            "reportingComponent": REPORTING_COMPONENT,
+            "reportingInstance": self._instance,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            self.core.create_namespaced_event("default", event, _request_timeout=REQUEST_TIMEOUT)
+        except (ApiException, urllib3.exceptions.HTTPError) as err:
+            why = err.reason if isinstance(err, ApiException) else str(err)
+            log.warning("could not post event %s on VideoGenModel %s: %s", reason, meta["name"], why)
 
     def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         return _unless_missing(

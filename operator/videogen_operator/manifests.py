@@ -11,8 +11,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from videogen_api import catalog as cat
 from videogen_api import v1alpha1 as api
 from videogen_operator import policy
+from videogen_operator.catalog import ResolvedModel
 from videogen_operator.settings import OperatorSettings
 
 RUNNER_CONTAINER = "runner"
@@ -104,7 +106,12 @@ def resolve_output(ref: JobRef, spec: api.VideoGenJobSpec, settings: OperatorSet
 
 
 def _runner_env(
-    ref: JobRef, spec: api.VideoGenJobSpec, settings: OperatorSettings, bucket: str, key: str
+    ref: JobRef,
+    spec: api.VideoGenJobSpec,
+    settings: OperatorSettings,
+    bucket: str,
+    key: str,
+    mount: CacheMount,
 ) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         {"name": api.ENV_SPEC, "value": json.dumps(spec.to_wire(), separators=(",", ":"))},
@@ -122,6 +129,16 @@ def _runner_env(
     ]
     if settings.s3_endpoint:
         env.append({"name": "AWS_ENDPOINT_URL", "value": settings.s3_endpoint})
+    if mount.model is not None:
+        # The catalog model's directory and identity: the runner hashes the spec with them (the
+        # hash is signed into its upload URL) and reads the files read-only, never syncing.
+        root = settings.model_cache.mount_path.rstrip("/")
+        env.append({"name": cat.ENV_MODEL_DIR, "value": f"{root}/{mount.model.path}"})
+        env.append({"name": cat.ENV_MODEL_REVISION, "value": mount.model.identity.revision})
+        env.append({"name": cat.ENV_MODEL_DIGEST, "value": mount.model.identity.digest})
+    if mount.read_only:
+        # Nothing may be written to a read-only cache: an unlisted s3:// model syncs into scratch space.
+        env.append({"name": cat.ENV_MODEL_SYNC_DIR, "value": "/tmp/model-sync"})
     if settings.runner_credentials == "presigned":
         # Presigned URLs for this job's objects only; no platform key reaches the pod.
         secret = {"name": grant_secret_name(ref), "key": api.GRANT_SECRET_KEY}
@@ -133,12 +150,29 @@ def _runner_env(
     return env
 
 
-def _model_cache_volume(settings: OperatorSettings) -> dict[str, Any]:
+@dataclass(frozen=True)
+class CacheMount:
+    """How a runner pod sees the model cache.
+
+    pvc: the namespace's read-only claim onto the operator's cache volume (`claim`), or nothing
+    shared yet (an emptyDir) when the operator's claim is not bound. hostPath: the node directory,
+    read-only for a catalog model. A catalog model's files are never writable from a runner."""
+
+    model: ResolvedModel | None = None
+    claim: str | None = None
+
+    @property
+    def read_only(self) -> bool:
+        return self.claim is not None or self.model is not None
+
+
+def _model_cache_volume(settings: OperatorSettings, mount: CacheMount) -> dict[str, Any]:
     cache = settings.model_cache
-    if cache.type == "pvc":
-        return {"name": "model-cache", "persistentVolumeClaim": {"claimName": cache.claim_name}}
+    if mount.claim is not None:
+        return {"name": "model-cache", "persistentVolumeClaim": {"claimName": mount.claim, "readOnly": True}}
     if cache.type == "hostPath":
-        return {"name": "model-cache", "hostPath": {"path": cache.host_path, "type": "DirectoryOrCreate"}}
+        kind = "Directory" if mount.model is not None else "DirectoryOrCreate"
+        return {"name": "model-cache", "hostPath": {"path": cache.host_path, "type": kind}}
     return {"name": "model-cache", "emptyDir": {}}
 
 
@@ -159,8 +193,10 @@ def build_job(
     digest: str,
     *,
     suspend: bool = False,
+    mount: CacheMount | None = None,
 ) -> dict[str, Any]:
     """The batch/v1 Job that runs the runner once (plus retries) on one GPU pod."""
+    mount = mount or CacheMount()
     bucket, key = resolve_output(ref, spec, settings, digest)
     gpu = _gpu_resource(spec, settings)
     gpus = str(spec.resources.gpus)
@@ -195,7 +231,7 @@ def build_job(
                 "image": settings.runner_image,
                 "imagePullPolicy": settings.runner_image_pull_policy,
                 "command": list(settings.runner_command),
-                "env": _runner_env(ref, spec, settings, bucket, key),
+                "env": _runner_env(ref, spec, settings, bucket, key, mount),
                 "resources": resources,
                 "terminationMessagePath": api.DEFAULT_TERMINATION_LOG,
                 "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -205,12 +241,12 @@ def build_job(
                     "capabilities": {"drop": ["ALL"]},
                 },
                 "volumeMounts": [
-                    {"name": "model-cache", "mountPath": settings.model_cache.mount_path},
+                    {"name": "model-cache", "mountPath": settings.model_cache.mount_path, "readOnly": mount.read_only},
                     {"name": "tmp", "mountPath": "/tmp"},
                 ],
             }
         ],
-        "volumes": [_model_cache_volume(settings), {"name": "tmp", "emptyDir": {}}],
+        "volumes": [_model_cache_volume(settings, mount), {"name": "tmp", "emptyDir": {}}],
     }
     if spec.resources.affinity:
         pod_spec["affinity"] = spec.resources.affinity

@@ -97,14 +97,19 @@ class Outputs:
     # ------------------------------------------------------------------ deletion
 
     def cleanup(
-        self, body: dict[str, Any], ref: JobRef, spec: api.VideoGenJobSpec, others: Iterable[dict[str, Any]]
+        self,
+        body: dict[str, Any],
+        ref: JobRef,
+        spec: api.VideoGenJobSpec,
+        others: Iterable[dict[str, Any]],
+        digest: str | None = None,
     ) -> list[str]:
         """deletePolicy: Delete — the objects at the spec's location that this job wrote, unless
         another job (`others`: the operator's view of VideoGenJobs) still shows them (status may
         keep an object, never delete one)."""
         if self.store is None:
             return []
-        digest = api.spec_hash(spec)
+        digest = digest or api.spec_hash(spec)
         try:
             where = policy.output_location(ref.namespace, ref.name, spec, self.settings, digest)
         except ValueError:

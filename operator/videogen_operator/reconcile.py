@@ -22,6 +22,7 @@ from __future__ import annotations
 import concurrent.futures
 import copy
 import logging
+import re
 import threading
 import time
 from collections import Counter
@@ -34,7 +35,10 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from videogen_api import v1alpha1 as api
+from videogen_api.catalog import is_catalog_name
 from videogen_operator import manifests, metrics
+from videogen_operator.catalog import ModelDecision, identity_of_job, resolve_job_model
+from videogen_operator.catalog_access import CatalogAccess
 from videogen_operator.kube import Kube, api_message, is_refusal
 from videogen_operator.manifests import JobRef
 from videogen_operator.observe import (
@@ -99,6 +103,8 @@ class _Pass:
     # The Pending transition of a job seen for the first time, not yet written: it goes
     # out with the next write of the same pass (one write instead of two).
     deferred: Transition | None = None
+    # What spec.model means here (a Ready catalog model, one to wait for, an unlisted URI).
+    model: ModelDecision = field(default_factory=ModelDecision)
 
     @property
     def spec(self) -> api.VideoGenJobSpec:
@@ -133,6 +139,7 @@ _TIMED_QUEUED_REASONS = frozenset(
         Reason.POD_CREATE_FAILED,
         Reason.LOCAL_QUEUE_MISSING,
         Reason.RECONCILE_ERROR,
+        Reason.MODEL_NOT_READY,
         "ErrImagePull",
         "CreateContainerConfigError",
         "CreateContainerError",
@@ -201,6 +208,7 @@ class Reconciler:
         self._locks_guard = threading.Lock()
         self._admission_lock = threading.Lock()
         self._starter = concurrent.futures.ThreadPoolExecutor(max_workers=ADMIT_PARALLELISM, thread_name_prefix="admit")
+        self.catalog = CatalogAccess(kube, settings)
         self._last_write: dict[tuple[str, str], float] = {}
 
     def _lock(self, key: tuple[str, str]) -> threading.Lock:
@@ -232,17 +240,19 @@ class Reconciler:
             return outcome
         ref = ref_of(body)
         now = self.clock()
+        job = self.views.job_of(ref.uid, manifests.child_name(ref))
         try:
             spec = parse_spec(body.get("spec"))
-            digest = api.spec_hash(spec)
+            decision, digest = self._model_of(ref, spec, job)
             check_priority_class(ref.namespace, spec, self.settings)
             validate_spec(ref, spec, self.settings, digest, self.kube.priority_class_exists)
         except SpecError as err:
             p = _Pass(body, ref, None, "", now, status, outcome)
             failed = dict(status, lastFailure=Failure(err.reason, str(err), "operator").to_status(now))
+            failed.pop("queuePosition", None)
             self._move(p, failed, Phase.FAILED, err.reason, str(err))
             return outcome
-        p = _Pass(body, ref, spec, digest, now, status, outcome)
+        p = _Pass(body, ref, spec, digest, now, status, outcome, model=decision)
 
         if not status.get("phase"):
             p.status, p.deferred = transition(
@@ -254,7 +264,6 @@ class Reconciler:
                 p.generation,
             )
 
-        job = self.views.job_of(ref.uid, manifests.child_name(ref))
         view = view_job(job, self.views.pods_of(job))
         if view.exists:
             self._with_job(p, view, job or {})
@@ -263,6 +272,23 @@ class Reconciler:
         if p.deferred is not None:
             self._flush(p)
         return outcome
+
+    def _model_of(
+        self, ref: JobRef, spec: api.VideoGenJobSpec, job: dict[str, Any] | None
+    ) -> tuple[ModelDecision, str]:
+        """What spec.model means for this job, and the job's spec hash.
+
+        A catalog model's revision is part of the hash. Once the runner Job exists, the revision is
+        the one in its (immutable) pod template, so an upgrade of the model mid-run never changes the
+        hash a running job verifies its output under. Refusals raise SpecError with the model reason."""
+        decision = resolve_job_model(ref.namespace, spec, self.views.model(spec.model), self.settings)
+        pinned = identity_of_job(job)
+        if pinned is not None:
+            return decision, api.spec_hash(spec, pinned)
+        if decision.fail is not None and job is None:
+            raise SpecError(decision.fail[1], decision.fail[0])
+        identity = decision.model.identity if decision.model is not None else None
+        return decision, api.spec_hash(spec, identity)
 
     def _move(
         self, p: _Pass, base: dict[str, Any], phase: api.Phase, reason: str, message: str, *, force: bool = False
@@ -311,9 +337,16 @@ class Reconciler:
             self._move(p, dict(status, lastFailure=failure), Phase.FAILED, Reason.JOB_MISSING, message)
             return
 
-        # Looked up once, when the job is accepted: a queued job does not re-query
-        # the API and the bucket on every sweep.
-        hit = self._cache_hit(p.ref, spec, p.digest) if status.get("phase") == Phase.PENDING else None
+        if p.model.wait is not None:
+            self._wait_for_model(p, p.model.wait)
+            return
+        first_look = status.get("phase") == Phase.PENDING or status.get("reason") == Reason.MODEL_NOT_READY
+        if status.get("specHash") != p.digest:
+            # A catalog model's hash is known once the model is Ready.
+            status = p.status = dict(status, specHash=p.digest)
+        # Looked up once, when the job is accepted (or its model became Ready): a queued job
+        # does not re-query the API and the bucket on every sweep.
+        hit = self._cache_hit(p.ref, spec, p.digest) if first_look else None
         if hit is not None:
             message = f"identical to an earlier job (spec hash {p.digest}); reused {hit.get('uri')} without a GPU"
             done = dict(
@@ -341,10 +374,28 @@ class Reconciler:
             self._move(p, base, Phase.QUEUED, reason, message, force=True)
             return
 
-        if p.status.get("phase") == Phase.PENDING:
+        if p.status.get("phase") == Phase.PENDING or p.status.get("reason") == Reason.MODEL_NOT_READY:
             message = f"waiting for a GPU slot (cap: {self._caps_text()})"
-            self._move(p, p.status, Phase.QUEUED, Reason.QUEUED, message)
+            self._move(p, p.status, Phase.QUEUED, Reason.QUEUED, message, force=True)
         p.outcome.needs_admission = True
+
+    def _wait_for_model(self, p: _Pass, message: str) -> None:
+        """Queued/ModelNotReady until the catalog model is Ready; a model that never appears fails the
+        job once its startup timeout has passed since creation (a typo must not wait forever)."""
+        spec = p.spec
+        if self.views.model(spec.model) is None:
+            created = parse_time(p.body["metadata"].get("creationTimestamp")) or p.now
+            if (p.now - created).total_seconds() >= spec.startup_timeout_seconds:
+                text = (
+                    f"spec.model: VideoGenModel {spec.model!r} does not exist "
+                    f"(waited {spec.startup_timeout_seconds}s, the job's startupTimeoutSeconds)"
+                )
+                failure = Failure(Reason.MODEL_UNAVAILABLE, text, "operator").to_status(p.now)
+                self._move(p, dict(p.status, lastFailure=failure), Phase.FAILED, Reason.MODEL_UNAVAILABLE, text)
+                return
+        base = dict(p.status)
+        base.pop("queuePosition", None)
+        self._move(p, base, Phase.QUEUED, Reason.MODEL_NOT_READY, message)
 
     def _caps_text(self) -> str:
         per_ns = namespace_cap(
@@ -398,7 +449,7 @@ class Reconciler:
     def _try_start(self, p: _Pass, *, suspended: bool) -> bool:
         """_start, with a refusal ending this job (and only this job) Failed/CreateFailed."""
         try:
-            self._start(p.ref, p.spec, p.digest, suspended=suspended)
+            self._start(p.ref, p.spec, p.digest, p.model, suspended=suspended)
         except _RefusedError as err:
             message = str(err)
             failure = Failure(Reason.CREATE_FAILED, message, "operator").to_status(p.now)
@@ -426,12 +477,18 @@ class Reconciler:
         self._create(manifests.build_runner_role_binding(namespace, self.settings))
         self._rbac_ready.add(namespace)
 
-    def _start(self, ref: JobRef, spec: api.VideoGenJobSpec, digest: str, *, suspended: bool) -> None:
+    def _start(
+        self, ref: JobRef, spec: api.VideoGenJobSpec, digest: str, model: ModelDecision, *, suspended: bool
+    ) -> None:
         """Create (if missing) everything the runner pod needs, the Job last."""
         self._ensure_runner_rbac(ref.namespace)
+        # The catalog reaches the namespace as a read-only claim (no credentials, no hostPath).
+        claim = self.catalog.namespace_claim(ref.namespace, required=model.model is not None)
+        mount = manifests.CacheMount(model=model.model, claim=claim)
         # The runner's only credentials: presigned URLs for this job's own objects.
         self.outputs.ensure_grant(ref, spec, digest, self.clock())
-        created = self._create(manifests.build_job(ref, spec, self.settings, digest, suspend=suspended))
+        job = manifests.build_job(ref, spec, self.settings, digest, suspend=suspended, mount=mount)
+        created = self._create(job)
         if created is not None:
             self.views.remember_job(ref.uid, created)
 
@@ -682,6 +739,8 @@ class Reconciler:
                     continue
                 if spec.get("suspend") or spec.get("queueName"):
                     continue
+                if status.get("reason") == Reason.MODEL_NOT_READY or not self._model_ready(spec):
+                    continue  # waits for its catalog model, not for a GPU: no slot, no queue position
                 own_job = jobs_by_owner.get(meta["uid"])
                 if own_job is not None and not (own_job.get("spec") or {}).get("suspend"):
                     continue
@@ -713,6 +772,17 @@ class Reconciler:
                 except Exception as err:
                     log.warning("queue position of %s/%s not written: %s", key[0], key[1], err)
 
+    def _model_ready(self, spec: dict[str, Any]) -> bool:
+        """A catalog model that is Ready now (unlisted URIs count as ready: admission decides)."""
+        name = str(spec.get("model") or "")
+        if not is_catalog_name(name):
+            return True
+        model = self.views.model(name)
+        status = (model or {}).get("status") or {}
+        return status.get("phase") == "Ready" and status.get("observedGeneration") == (model or {}).get(
+            "metadata", {}
+        ).get("generation")
+
     def _admit_safely(self, key: tuple[str, str], jobs_by_owner: dict[str, dict[str, Any]]) -> BaseException | None:
         try:
             self._admit_one(key, jobs_by_owner)
@@ -743,13 +813,16 @@ class Reconciler:
                 return
             if status.get("phase") not in (Phase.PENDING, Phase.QUEUED):
                 return
+            ref = ref_of(body)
+            job = jobs_by_owner.get(ref.uid)
             try:
                 spec = parse_spec(body.get("spec"))
+                decision, digest = self._model_of(ref, spec, job)
             except SpecError:
                 return  # reconcile reports it
-            digest = status.get("specHash") or api.spec_hash(spec)
-            p = _Pass(body, ref_of(body), spec, digest, self.clock(), status, Outcome())
-            job = jobs_by_owner.get(p.ref.uid)
+            if job is None and decision.model is None and not decision.unlisted:
+                return  # its model is not Ready (reconcile says so)
+            p = _Pass(body, ref, spec, digest, self.clock(), status, Outcome(), model=decision)
             if job is None:
                 if not self._try_start(p, suspended=False):
                     return
@@ -825,4 +898,11 @@ class Reconciler:
             spec = parse_spec(body.get("spec"))
         except SpecError:
             return []
-        return self.outputs.cleanup(body, ref_of(body), spec, self.views.vgjs())
+        digest = api.spec_hash(spec)
+        recorded = str((body.get("status") or {}).get("specHash") or "")
+        if is_catalog_name(spec.model) and re.fullmatch(r"[0-9a-f]{16}", recorded):
+            # A catalog model's hash includes the revision the job ran, which only its status still
+            # says once the Job is gone. Safe to take from status: the location stays inside the
+            # namespace's prefix and only objects this job's uid wrote are deleted.
+            digest = recorded
+        return self.outputs.cleanup(body, ref_of(body), spec, self.views.vgjs(), digest)

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from videogen_api import v1alpha1 as api
+from videogen_operator.catalog import job_model_from_body
 
 VgjKey = tuple[str, str]
 
@@ -54,6 +55,19 @@ def slim_vgj(body: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def slim_model(body: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "metadata": _slim_meta(body.get("metadata") or {}) | _finalizers(body),
+        "spec": dict(body.get("spec") or {}),
+        "status": dict(body.get("status") or {}),
+    }
+
+
+def _finalizers(body: Mapping[str, Any]) -> dict[str, Any]:
+    found = (body.get("metadata") or {}).get("finalizers")
+    return {"finalizers": list(found)} if found else {}
+
+
 def job_gpus(job: Mapping[str, Any]) -> int:
     """GPUs the Job's pod holds, from the Job itself (not from the VideoGenJob's editable spec)."""
     pod_spec = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
@@ -70,12 +84,17 @@ def job_gpus(job: Mapping[str, Any]) -> int:
 
 def slim_job(body: Mapping[str, Any]) -> dict[str, Any]:
     spec = body.get("spec") or {}
-    return {
+    slim = {
         "metadata": _slim_meta(body.get("metadata") or {}),
         "spec": {"suspend": bool(spec.get("suspend"))},
         "status": dict(body.get("status") or {}),
         "gpus": job_gpus(body),
     }
+    # The catalog model revision the Job runs (its pod template is immutable): the job's spec hash.
+    model = job_model_from_body(dict(body))
+    if model is not None:
+        slim["model"] = model
+    return slim
 
 
 def slim_pod(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -129,7 +148,9 @@ class Views:
         jobs: Mapping[Any, Iterable[dict[str, Any]]],
         pods: Mapping[Any, Iterable[dict[str, Any]]],
         failed_creates: Mapping[Any, Iterable[dict[str, Any]]] | None = None,
+        models: Mapping[Any, Iterable[dict[str, Any]]] | None = None,
     ) -> None:
+        self._models = models if models is not None else {}
         self._vgjs = vgjs
         self._jobs = jobs
         self._pods = pods
@@ -137,6 +158,16 @@ class Views:
         self._guard = threading.Lock()
         self._written: dict[VgjKey, dict[str, Any]] = {}
         self._created: dict[str, dict[str, Any]] = {}
+
+    # ------------------------------------------------------------------ VideoGenModels
+
+    def model(self, name: str) -> dict[str, Any] | None:
+        """The catalog's VideoGenModel of this name (cluster-scoped: only admins and the operator write it)."""
+        return _first(self._models.get(name))
+
+    def models(self) -> list[dict[str, Any]]:
+        found = [_first(v) for v in list(self._models.values())]
+        return [m for m in found if m is not None]
 
     # ------------------------------------------------------------------ VideoGenJobs
 

@@ -132,11 +132,38 @@ class TestRunnerInputs:
         with pytest.raises(ValueError, match=r"spec\.output\.bucket"):
             manifests.build_job(REF, make_spec(), OperatorSettings(), "abc")
 
-    def test_model_cache_volume(self) -> None:
+    def test_model_cache_volume_is_the_namespaces_read_only_claim(self) -> None:
+        s = OperatorSettings(s3_bucket="videos", model_cache={"type": "pvc", "claim_name": "models"})
+        mount = manifests.CacheMount(claim="videogen-models")
+        job = manifests.build_job(REF, make_spec(), s, "abc123", mount=mount)
+        volumes = {v["name"]: v for v in pod_spec(job)["volumes"]}
+        # Never the operator's own claim (it lives in another namespace), and never writable.
+        assert volumes["model-cache"]["persistentVolumeClaim"] == {"claimName": "videogen-models", "readOnly": True}
+        mounts = {m["name"]: m for m in pod_spec(job)["containers"][0]["volumeMounts"]}
+        assert mounts["model-cache"]["readOnly"] is True
+        assert env(job)["HF_HOME"] == "/models/hf"
+        # An unlisted s3:// model cannot sync into a read-only cache: scratch space instead.
+        assert env(job)["VIDEOGEN_MODEL_SYNC_DIR"] == "/tmp/model-sync"
+
+    def test_pvc_cache_not_shared_yet_gives_scratch_space(self) -> None:
         job = build(model_cache={"type": "pvc", "claim_name": "models"})
         volumes = {v["name"]: v for v in pod_spec(job)["volumes"]}
-        assert volumes["model-cache"]["persistentVolumeClaim"] == {"claimName": "models"}
-        assert env(job)["HF_HOME"] == "/models/hf"
+        assert volumes["model-cache"] == {"name": "model-cache", "emptyDir": {}}
+
+    def test_catalog_model_is_mounted_read_only_with_its_identity(self) -> None:
+        from videogen_operator.catalog import ResolvedModel
+
+        digest = "sha256:" + "ab" * 32
+        model = ResolvedModel("wan-tiny", api.ModelIdentity("rev1", digest), "catalog/wan-tiny/abababababababab")
+        s = OperatorSettings(s3_bucket="videos", model_cache={"type": "hostPath", "host_path": "/srv/models"})
+        job = manifests.build_job(REF, make_spec(model="wan-tiny"), s, "abc123", mount=manifests.CacheMount(model))
+        e = env(job)
+        assert e["VIDEOGEN_MODEL_DIR"] == "/models/catalog/wan-tiny/abababababababab"
+        assert (e["VIDEOGEN_MODEL_REVISION"], e["VIDEOGEN_MODEL_DIGEST"]) == ("rev1", digest)
+        volumes = {v["name"]: v for v in pod_spec(job)["volumes"]}
+        assert volumes["model-cache"]["hostPath"] == {"path": "/srv/models", "type": "Directory"}
+        mounts = {m["name"]: m for m in pod_spec(job)["containers"][0]["volumeMounts"]}
+        assert mounts["model-cache"]["readOnly"] is True
 
 
 class TestSecurity:

@@ -140,6 +140,9 @@ def setup(
     fake = api_ or RecordingApi()
     fake.statuses = {b["metadata"]["name"]: dict(b["status"]) for b in bodies}
     fake.specs = {b["metadata"]["name"]: b["spec"] for b in bodies}
+    # These jobs name hf:// URIs: a cluster that allows unlisted models (the catalog's own tests
+    # are in test_operator_catalog.py).
+    settings.setdefault("allow_unlisted_models", True)
     s = OperatorSettings(s3_bucket="videos", status_min_interval_seconds=0, **settings)
     return Reconciler(fake, s, None, clock=lambda: NOW, views=views), fake  # type: ignore[arg-type]
 
