@@ -1,9 +1,12 @@
 """`make demo`: a real VideoGenJob, end to end, on this machine.
 
 Brings up the local control plane, S3 and the local GPU node, builds a tiny
-Wan pipeline into the model cache, starts the operator, applies
-examples/text-to-video.yaml, shows its progress the way `kubectl get vgj -w`
-would, and copies the video and its poster to ./out/.
+Wan pipeline and puts it in the bucket as a platform team's model store would,
+starts the operator with the chart's catalog defaults (a model-cache claim,
+catalog models only), registers the pipeline as the VideoGenModel
+`tiny-wan-t2v` and waits for the operator to fetch it, applies
+examples/text-to-video.yaml (which names that model), shows its progress the
+way `kubectl get vgj -w` would, and copies the video and its poster to ./out/.
 """
 
 from __future__ import annotations
@@ -16,14 +19,29 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from .binaries import REPO_ROOT
 from .devcluster import DevCluster
-from .operator_process import OperatorProcess, build_tiny_models, create_peering, operator_env, prepare_cluster
+from .operator_process import (
+    BUCKET,
+    CATALOG_SETTINGS,
+    OperatorProcess,
+    build_tiny_models,
+    create_cache_claim,
+    create_peering,
+    model_manifest,
+    operator_env,
+    prepare_cluster,
+    upload_model_dir,
+)
 from .procs import pid_alive
 
 EXAMPLE = REPO_ROOT / "examples" / "text-to-video.yaml"
 OUT_DIR = REPO_ROOT / "out"
 NAMESPACE = "default"
+DEMO_MODEL = "tiny-wan-t2v"
+DEMO_MODEL_PREFIX = "model-store/tiny-wan-t2v"
 
 
 def _say(message: str) -> None:
@@ -71,17 +89,22 @@ def run_demo(state_dir: Path, gpus: int = 1, timeout: float = 600) -> int:
     with DevCluster(state_dir / "cluster", gpus=gpus, keep_state=True) as dc:
         print(dc.describe(), flush=True)
         model_cache = state_dir / "models"
-        _say("building a tiny random-weight Wan text-to-video pipeline into the model cache")
+        _say("building a tiny random-weight Wan text-to-video pipeline (the model a platform team would publish)")
         build_tiny_models(model_cache, ("wan-t2v",))
         _say("installing the CRDs, the operator's namespace, its S3 Secret and the bucket")
         prepare_cluster(dc)
         create_peering(dc, None)
         _say("starting the operator (python -m videogen_operator, kopf peering on)")
-        operator = OperatorProcess(operator_env(dc, model_cache, []), state_dir / "operator.log")
+        create_cache_claim(dc)
+        files = upload_model_dir(dc, model_cache / "build" / "wan-t2v", DEMO_MODEL_PREFIX)
+        _say(f"uploaded the pipeline ({files} files) to s3://{BUCKET}/{DEMO_MODEL_PREFIX}/")
+        env = operator_env(dc, model_cache, [], **CATALOG_SETTINGS)
+        operator = OperatorProcess(env, state_dir / "operator.log")
         operator.start()
         metrics_url = f"http://127.0.0.1:{operator.metrics_port}/metrics"
         _say(f"operator metrics (Prometheus): {metrics_url}   e.g. curl -s {metrics_url} | grep ^videogen_")
         try:
+            _register_model(dc, timeout)
             name = _apply_example(dc)
             _say(f"watching vgj/{name} (kubectl get vgj -w)")
             status = _watch(dc, name, timeout)
@@ -113,6 +136,26 @@ def _show_metrics(url: str) -> None:
     for line in text.splitlines():
         if line.startswith(("videogen_jobs{", "videogen_jobs_finished_total", "videogen_gpu_seconds_total")):
             print(f"               {line}")
+
+
+def _register_model(dc: DevCluster, timeout: float) -> None:
+    """The platform team's part: declare the model once; the operator fetches and verifies it."""
+    manifest = model_manifest(DEMO_MODEL, f"s3://{BUCKET}/{DEMO_MODEL_PREFIX}")
+    _say(f"kubectl apply VideoGenModel {DEMO_MODEL} (source s3://{BUCKET}/{DEMO_MODEL_PREFIX})")
+    applied = dc.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
+    if applied.returncode != 0:
+        raise RuntimeError(applied.stderr)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = dc.kubectl("get", "videogenmodel", DEMO_MODEL, "-o", "json")
+        status = json.loads(out.stdout).get("status") or {} if out.returncode == 0 else {}
+        if status.get("phase") in ("Ready", "Failed"):
+            print(dc.kubectl("get", "videogenmodels", DEMO_MODEL).stdout.rstrip(), flush=True)
+            if status["phase"] == "Failed":
+                raise RuntimeError(f"VideoGenModel {DEMO_MODEL} failed: {status.get('message')}")
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"VideoGenModel {DEMO_MODEL} was not Ready within {timeout:.0f}s")
 
 
 def _apply_example(dc: DevCluster) -> str:

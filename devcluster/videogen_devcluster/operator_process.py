@@ -89,9 +89,76 @@ def prepare_cluster(dc: DevCluster) -> None:
         f"--from-literal=AWS_ACCESS_KEY_ID={env['AWS_ACCESS_KEY_ID']}",
         f"--from-literal=AWS_SECRET_ACCESS_KEY={env['AWS_SECRET_ACCESS_KEY']}",
     )
+    _kubectl_ok(dc, "apply", "-f", "-", input=yaml.safe_dump_all(loader_rbac()))
     client = dc.s3_client()
     if BUCKET not in [b["Name"] for b in client.list_buckets().get("Buckets", [])]:
         client.create_bucket(Bucket=BUCKET)
+
+
+CACHE_CLAIM = "videogen-models"
+# The chart's default model cache: a claim in the operator's namespace, shared read-only into job namespaces.
+CATALOG_SETTINGS = {
+    "model_cache_type": "pvc",
+    "model_cache_claim_name": CACHE_CLAIM,
+    "allow_unlisted_models": "false",
+}
+
+
+def create_cache_claim(dc: DevCluster, size: str = "1Gi") -> str:
+    """The operator's model-cache claim, as the chart's defaults create it (ReadWriteMany, default class)."""
+    claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": CACHE_CLAIM, "namespace": OPERATOR_NAMESPACE},
+        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": size}}},
+    }
+    _kubectl_ok(dc, "apply", "-f", "-", input=yaml.safe_dump(claim))
+    return CACHE_CLAIM
+
+
+def upload_model_dir(dc: DevCluster, model_dir: Path, prefix: str, bucket: str = BUCKET) -> int:
+    """Upload a save_pretrained directory below s3://<bucket>/<prefix>/ (a platform team's model
+    store); returns the number of files."""
+    client = dc.s3_client()
+    count = 0
+    for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
+        client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(model_dir).as_posix()}")
+        count += 1
+    return count
+
+
+def model_manifest(name: str, source: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "videogen.dev/v1alpha1",
+        "kind": "VideoGenModel",
+        "metadata": {"name": name},
+        "spec": {"source": source, **spec},
+    }
+
+
+def loader_rbac() -> list[dict[str, Any]]:
+    """The model loader's ServiceAccount (operator's namespace) and its one permission: reporting
+    progress on VideoGenModels' status (what the chart installs too)."""
+    name = "videogen-model-loader"
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": OPERATOR_NAMESPACE}},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": name},
+            "rules": [
+                {"apiGroups": ["videogen.dev"], "resources": ["videogenmodels"], "verbs": ["get"]},
+                {"apiGroups": ["videogen.dev"], "resources": ["videogenmodels/status"], "verbs": ["get", "patch"]},
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": OPERATOR_NAMESPACE}],
+        },
+    ]
 
 
 def create_peering(dc: DevCluster, namespace: str | None) -> None:
@@ -132,6 +199,8 @@ def operator_env(dc: DevCluster, model_cache: Path, namespaces: list[str], **set
         "VIDEOGEN_LIVENESS_PORT": str(free_port()),
         "VIDEOGEN_METRICS_PORT": str(free_port()),
         "VIDEOGEN_PEERING_LIFETIME_SECONDS": "5",
+        # Most tests name the tiny models by URI; the catalog's tests turn this off (the chart's default).
+        "VIDEOGEN_ALLOW_UNLISTED_MODELS": "true",
     }
     env.update({f"VIDEOGEN_{k.upper()}": str(v) for k, v in settings.items()})
     return env

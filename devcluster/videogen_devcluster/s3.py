@@ -63,6 +63,27 @@ class S3Server(Service):
     def log_path(self) -> Path:
         return self.state_dir / "logs" / "versitygw.log"
 
+    @property
+    def access_log_path(self) -> Path:
+        """The server's S3 access log (one line per request), for tests that count reads."""
+        return self.state_dir / "logs" / "access.log"
+
+    def object_reads(self, bucket: str, key_prefix: str = "") -> dict[str, int]:
+        """GetObject requests per key below `key_prefix` in `bucket`, from the access log."""
+        counts: dict[str, int] = {}
+        if not self.access_log_path.exists():
+            return counts
+        for line in self.access_log_path.read_text(errors="replace").splitlines():
+            # "<owner> <bucket> [<time with a space>] <ip> <requester> <id> <operation> <key> ..."
+            head, _, rest = line.partition("] ")
+            fields = rest.split(" ")
+            if len(fields) < 5 or head.split(" ")[1:2] != [bucket] or fields[3] != "s3_GetObject":
+                continue
+            key = fields[4]
+            if key.startswith(key_prefix):
+                counts[key] = counts.get(key, 0) + 1
+        return counts
+
     def env(self) -> dict[str, str]:
         """The standard AWS variables, so boto3 and the AWS CLI find this endpoint without code changes."""
         return {
@@ -118,6 +139,7 @@ class S3Server(Service):
                 str(self.binaries.versitygw),
                 f"--port=127.0.0.1:{self.port}",
                 f"--region={self.region}",
+                f"--access-log={self.access_log_path}",
                 "--quiet",
                 "posix",
                 str(self.data_dir),

@@ -1,0 +1,250 @@
+"""The model catalog end to end: a VideoGenModel fetched once by the operator's loader (in the
+operator's namespace, with its credentials) into the cache claim the chart's defaults make
+(`modelCache.type: pvc`), shared read-only into job namespaces, and used by name.
+
+Real API server, real S3 (its access log counts the reads), real loader and runner pods on the
+local node, the operator as a process with the chart's catalog settings (`allowUnlisted: false`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from media_checks import check_output
+from operator_support import BUCKET, Jobs, tiny_job
+
+from videogen_api import catalog as cat
+from videogen_api import v1alpha1 as api
+from videogen_devcluster.devcluster import DevCluster
+from videogen_devcluster.operator_process import (
+    CACHE_CLAIM,
+    CATALOG_SETTINGS,
+    OPERATOR_NAMESPACE,
+    OperatorProcess,
+    create_cache_claim,
+    create_peering,
+    model_manifest,
+    operator_env,
+    upload_model_dir,
+)
+from videogen_devcluster.testing import unique_name
+
+pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.slow, pytest.mark.mounts]
+
+def wait_until(check: Callable[[], Any], timeout: float = 120, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def kubectl_json(dc: DevCluster, *args: str) -> Any:
+    result = dc.kubectl(*args, "-o", "json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def apply(dc: DevCluster, obj: dict[str, Any]) -> None:
+    result = dc.kubectl("apply", "-f", "-", input=yaml.safe_dump(obj))
+    assert result.returncode == 0, result.stderr
+
+
+def get_model(dc: DevCluster, name: str) -> dict[str, Any] | None:
+    result = dc.kubectl("get", "videogenmodel", name, "-o", "json")
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def wait_model(dc: DevCluster, name: str, *phases: str, timeout: float = 180) -> dict[str, Any]:
+    def ready() -> dict[str, Any] | None:
+        found = get_model(dc, name)
+        status = (found or {}).get("status") or {}
+        current = status.get("observedGeneration") == (found or {}).get("metadata", {}).get("generation")
+        return found if current and status.get("phase") in phases else None
+
+    try:
+        return wait_until(ready, timeout, f"VideoGenModel {name} to be {'/'.join(phases)}")  # type: ignore[no-any-return]
+    except AssertionError:
+        raise AssertionError(f"{name}: {json.dumps(get_model(dc, name), indent=1)[-3000:]}") from None
+
+
+@pytest.fixture(scope="module")
+def cache_claim(operator_base: DevCluster) -> str:
+    return create_cache_claim(operator_base)
+
+
+@pytest.fixture
+def tenants(operator_base: DevCluster, namespace: str) -> Iterator[list[str]]:
+    """Four job namespaces: the test's own and three more."""
+    extra = [unique_name(f"team-{c}") for c in "bcd"]
+    for ns in extra:
+        operator_base.kubectl("create", "namespace", ns)
+    yield [namespace, *extra]
+    for ns in extra:
+        operator_base.kubectl("delete", "namespace", ns, "--wait=false")
+
+
+@pytest.fixture
+def catalog_operator(
+    operator_base: DevCluster, model_cache: Path, cache_claim: str, tenants: list[str], tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    for ns in tenants:
+        create_peering(operator_base, ns)
+    env = operator_env(operator_base, model_cache, tenants, **CATALOG_SETTINGS)
+    op = OperatorProcess(env, tmp_path / "operator-0.log").start()
+    yield op
+    op.stop()
+
+
+def cache_root(dc: DevCluster) -> Path:
+    """Where the local node keeps the operator's cache claim (a local-path PersistentVolume)."""
+    claim = kubectl_json(dc, "get", "pvc", CACHE_CLAIM, "-n", OPERATOR_NAMESPACE)
+    volume = kubectl_json(dc, "get", "pv", claim["spec"]["volumeName"])
+    return Path(volume["spec"]["hostPath"]["path"])
+
+
+def test_one_download_serves_three_namespaces_without_credentials(
+    operator_base: DevCluster, catalog_operator: OperatorProcess, tenants: list[str], model_cache: Path
+) -> None:
+    dc = operator_base
+    team_a, team_b, team_c, outsider = tenants
+    name = unique_name("tiny-wan")
+    prefix = f"catalog-src/{name}"
+    files = upload_model_dir(dc, model_cache / "build" / "wan-t2v", prefix)
+
+    # A job that names the model before it exists waits for it.
+    early = Jobs(dc, team_a)
+    early.apply(tiny_job("early", model=name))
+    waiting = wait_until(lambda: early.status("early").get("reason") == "ModelNotReady" and early.status("early"))
+    assert waiting["phase"] == "Queued" and name in waiting["message"]
+
+    apply(dc, model_manifest(name, f"s3://{BUCKET}/{prefix}", namespaces=[team_a, team_b, team_c]))
+    ready = wait_model(dc, name, "Ready", "Failed")
+    status = ready["status"]
+    assert status["phase"] == "Ready", status
+    assert status["fileCount"] == files and status["digest"].startswith("sha256:")
+    assert status["path"] == cat.model_dir(name, status["digest"])
+    table = dc.kubectl("get", "videogenmodels", name).stdout
+    assert table.split("\n")[0].split()[:4] == ["NAME", "PHASE", "SIZE", "PROGRESS"]
+    assert "Ready" in table and status["size"] in table
+
+    others = {ns: Jobs(dc, ns) for ns in (team_b, team_c)}
+    for ns, client in others.items():
+        client.apply(tiny_job(f"in-{ns[:20]}", model=name))
+    refused = Jobs(dc, outsider)
+    refused.apply(tiny_job("outsider", model=name))
+    denied = refused.wait_phase("outsider", "Failed", timeout=60)
+    assert denied["reason"] == "ModelNotAllowed" and outsider in denied["message"]
+
+    done = [early.wait_phase("early", "Succeeded", "Failed", timeout=300)]
+    done += [c.wait_phase(f"in-{ns[:20]}", "Succeeded", "Failed", timeout=300) for ns, c in others.items()]
+    for result in done:
+        assert result["phase"] == "Succeeded", result
+        check_output(dc.s3_client(), result, frames=9)
+    identity = api.ModelIdentity(status["revision"], status["digest"])
+    spec = api.VideoGenJobSpec.model_validate(early.get("early")["spec"])
+    assert done[0]["specHash"] == api.spec_hash(spec, identity)
+
+    # Every file of the model was read from S3 exactly once: by the loader, never by a runner.
+    reads = dc.s3.object_reads(BUCKET, prefix + "/")  # type: ignore[union-attr]
+    assert len(reads) == files and set(reads.values()) == {1}, reads
+
+    secret_key = dc.s3.env()["AWS_SECRET_ACCESS_KEY"]  # type: ignore[union-attr]
+    for ns in (team_a, team_b, team_c):
+        for secret in kubectl_json(dc, "get", "secrets", "-n", ns)["items"]:
+            values = [str(v) for v in (secret.get("data") or {}).values()]
+            assert "AWS_SECRET_ACCESS_KEY" not in (secret.get("data") or {})
+            assert not any(secret_key.encode().hex() in v or secret_key in v for v in values)
+        claim = kubectl_json(dc, "get", "pvc", CACHE_CLAIM, "-n", ns)
+        assert claim["status"]["phase"] == "Bound"
+        assert claim["spec"]["accessModes"] == ["ReadOnlyMany"]
+        volume = kubectl_json(dc, "get", "pv", claim["spec"]["volumeName"])
+        assert volume["spec"]["persistentVolumeReclaimPolicy"] == "Retain"
+        pods = kubectl_json(dc, "get", "pods", "-n", ns, "-l", f"{api.LABEL_MANAGED_BY}={api.MANAGED_BY}")["items"]
+        assert pods, f"no runner pod left in {ns}"
+        for pod in pods:
+            mounts = {m["name"]: m for m in pod["spec"]["containers"][0]["volumeMounts"]}
+            assert mounts["model-cache"]["readOnly"] is True
+            cache = next(v for v in pod["spec"]["volumes"] if v["name"] == "model-cache")
+            assert cache["persistentVolumeClaim"] == {"claimName": CACHE_CLAIM, "readOnly": True}
+
+    # The files on the shared volume are read-only once verified.
+    model_path = cache_root(dc) / status["path"]
+    assert (model_path / "model_index.json").stat().st_mode & 0o222 == 0
+
+
+def test_upgrades_change_the_hash_bad_files_fail_and_deletion_waits_for_jobs(
+    operator_base: DevCluster, catalog_operator: OperatorProcess, tenants: list[str], model_cache: Path
+) -> None:
+    dc = operator_base
+    team = tenants[0]
+    jobs = Jobs(dc, team)
+    name = unique_name("tiny-up")
+    source = model_cache / "build" / "wan-t2v"
+    upload_model_dir(dc, source, f"catalog-src/{name}/v1")
+    apply(dc, model_manifest(name, f"s3://{BUCKET}/catalog-src/{name}/v1"))
+    first = wait_model(dc, name, "Ready", "Failed")["status"]
+    assert first["phase"] == "Ready", first
+    jobs.apply(tiny_job("before", model=name))
+    before = jobs.wait_phase("before", "Succeeded", "Failed", timeout=300)
+    assert before["phase"] == "Succeeded", before
+
+    # Revision 2: the same model with one config file changed (the scheduler's, re-serialised).
+    upload_model_dir(dc, source, f"catalog-src/{name}/v2")
+    scheduler = json.loads((source / "scheduler" / "scheduler_config.json").read_text())
+    dc.s3_client().put_object(
+        Bucket=BUCKET,
+        Key=f"catalog-src/{name}/v2/scheduler/scheduler_config.json",
+        Body=json.dumps(scheduler, indent=4).encode(),
+    )
+    apply(dc, model_manifest(name, f"s3://{BUCKET}/catalog-src/{name}/v2"))
+    second = wait_model(dc, name, "Ready", "Failed")["status"]
+    assert second["phase"] == "Ready" and second["digest"] != first["digest"], second
+    jobs.apply(tiny_job("after", model=name))  # the same spec as "before"
+    after = jobs.wait_phase("after", "Succeeded", "Failed", timeout=300)
+    assert after["phase"] == "Succeeded" and after["reason"] != "CacheHit", after
+    assert after["specHash"] != before["specHash"]
+
+    # A file that does not match its pinned digest fails the model, naming the file.
+    bad = unique_name("tiny-bad")
+    wrong = hashlib.sha256(b"not the file").hexdigest()
+    apply(
+        dc,
+        model_manifest(
+            bad, f"s3://{BUCKET}/catalog-src/{name}/v1", files=[{"path": "model_index.json", "sha256": wrong}]
+        ),
+    )
+    failed = wait_model(dc, bad, "Failed", "Ready")["status"]
+    assert failed["phase"] == "Failed" and "model_index.json" in failed["message"], failed
+    jobs.apply(tiny_job("on-bad", model=bad))
+    unavailable = jobs.wait_phase("on-bad", "Failed", timeout=60)
+    assert unavailable["reason"] == "ModelUnavailable" and bad in unavailable["message"]
+
+    # Deletion waits for the jobs that still use the model, then reclaims its files.
+    jobs.apply(tiny_job("held", model=name, suspend=True, prompt="held back until its model is deleted"))
+    wait_until(lambda: jobs.status("held").get("reason") == "Suspended", 60, "the held job to be suspended")
+    root = cache_root(dc)
+    assert (root / cat.CATALOG_DIR / name).is_dir()
+    deleted = dc.kubectl("delete", "videogenmodel", name, "--wait=false")
+    assert deleted.returncode == 0, deleted.stderr
+    blocked = wait_until(
+        lambda: ((get_model(dc, name) or {}).get("status") or {}).get("reason") == "InUse" and get_model(dc, name),
+        60,
+        "the deletion to be blocked",
+    )
+    assert f"{team}/held" in blocked["status"]["message"]
+    jobs.patch_spec("held", {"suspend": False})
+    assert jobs.wait_phase("held", "Succeeded", "Failed", timeout=300)["phase"] == "Succeeded"
+    wait_until(lambda: get_model(dc, name) is None, 120, "the model to be deleted")
+    assert not (root / cat.CATALOG_DIR / name).exists()
+    events = kubectl_json(dc, "get", "events", "-n", "default", "--field-selector", f"involvedObject.name={name}")
+    assert "InUse" in {e["reason"] for e in events["items"]}
