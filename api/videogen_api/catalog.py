@@ -71,6 +71,9 @@ PROFILE_FILE_NAME: Final = "videogen-profile.json"
 # Finalizer: a model's cache space is reclaimed before it goes, and never while jobs use it.
 MODEL_FINALIZER: Final = f"{GROUP}/model-cache"
 LABEL_MODEL_NAME: Final = f"{GROUP}/model-name"
+# Change this annotation's value to fetch a model again without editing its spec (e.g. after fixing
+# the files at its source): `kubectl annotate vgm NAME videogen.dev/refetch=$(date +%s) --overwrite`.
+ANNOTATION_REFETCH: Final = f"{GROUP}/refetch"
 COMPONENT_LOADER: Final = "model-loader"
 COMPONENT_REMOVER: Final = "model-remover"
 

@@ -64,16 +64,23 @@ def _dns_label(prefix: str, name: str, suffix: str) -> str:
     return f"{prefix}{head}-{suffix}".replace(".", "-")
 
 
-def source_key(spec: cat.VideoGenModelSpec) -> str:
-    """A hash of what makes up a revision request (source, revision, expected files, profile)."""
+def source_key(spec: cat.VideoGenModelSpec, refetch: str = "") -> str:
+    """A hash of what makes up a revision request (source, revision, expected files, profile, and the
+    refetch annotation an admin changes to fetch again)."""
     wire = spec.to_wire()
-    relevant = {k: wire.get(k) for k in ("source", "revision", "files", "profile")}
+    relevant: dict[str, Any] = {k: wire.get(k) for k in ("source", "revision", "files", "profile")}
+    if refetch:
+        relevant["refetch"] = refetch
     return _short(json.dumps(relevant, sort_keys=True, separators=(",", ":")), 10)
 
 
-def loader_job_name(name: str, spec: cat.VideoGenModelSpec) -> str:
+def refetch_of(model: dict[str, Any]) -> str:
+    return str(((model.get("metadata") or {}).get("annotations") or {}).get(cat.ANNOTATION_REFETCH) or "")
+
+
+def loader_job_name(name: str, spec: cat.VideoGenModelSpec, refetch: str = "") -> str:
     """One loader Job per (model, revision request): editing the source makes a new one."""
-    return _dns_label("vgm-load-", name, source_key(spec))
+    return _dns_label("vgm-load-", name, source_key(spec, refetch))
 
 
 def remover_job_name(name: str, uid: str) -> str:
@@ -225,7 +232,7 @@ def build_loader_job(model: dict[str, Any], settings: OperatorSettings) -> dict[
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            "name": loader_job_name(meta["name"], spec),
+            "name": loader_job_name(meta["name"], spec, refetch_of(model)),
             "namespace": settings.operator_namespace,
             "labels": labels,
             "ownerReferences": [_owner_reference(model)],
@@ -407,9 +414,12 @@ def model_identity(model: dict[str, Any]) -> api.ModelIdentity | None:
 
 
 def _progress_text(status: dict[str, Any]) -> str:
-    progress = status.get("progress") or {}
-    summary = progress.get("summary")
-    return f" ({summary})" if summary else ""
+    """Download progress for a waiting job's message, in steps of 10%: every waiting job's status is
+    rewritten when its message changes, so a loader's progress every 2 s must not become N writes."""
+    percent = (status.get("progress") or {}).get("percent")
+    if not isinstance(percent, int):
+        return ""
+    return f" (downloaded {percent // 10 * 10}%)"
 
 
 def resolve_job_model(

@@ -33,6 +33,7 @@ from videogen_operator.catalog import (
     catalog_unavailable,
     loader_job_name,
     prewarm_name,
+    refetch_of,
 )
 from videogen_operator.kube import ConflictError, Kube
 from videogen_operator.phases import iso, now_utc, set_condition
@@ -131,7 +132,7 @@ class ModelReconciler:
             where = ".".join(str(p) for p in first["loc"]) or "spec"
             self._write(model, Phase.FAILED, Reason.LOADER_FAILED, f"spec.{where}: {first['msg']}", generation)
             return
-        job_name = loader_job_name(meta["name"], spec)
+        job_name = loader_job_name(meta["name"], spec, refetch_of(model))
         settled = status.get("phase") in (Phase.READY, Phase.FAILED) and status.get("loaderJob") == job_name
         if settled:
             # This revision request was answered already; other edits (namespaces, prewarm) fetch nothing.

@@ -78,12 +78,13 @@ def test_an_unlisted_uri_is_refused_by_default_naming_the_field() -> None:
 
 
 def test_a_job_waits_for_its_model_and_takes_no_queue_slot() -> None:
-    downloading = model(phase="Downloading", progress={"summary": "downloading 3/12 files (40%)"})
+    downloading = model(phase="Downloading", progress={"summary": "3/12 files (47%)", "percent": 47})
     r, fake = setup([vgj("j", model="wan-tiny")], [downloading])
     r.reconcile(NS, "j")
     s = status_of(r, "j")
     assert (s["phase"], s["reason"]) == ("Queued", "ModelNotReady")
-    assert "'wan-tiny' is Downloading (downloading 3/12 files (40%))" in s["message"]
+    # In steps of 10%: a loader's progress every 2 s must not rewrite every waiting job.
+    assert "'wan-tiny' is Downloading (downloaded 40%)" in s["message"]
     r.admit()
     assert fake.jobs_created() == []
     assert "queuePosition" not in status_of(r, "j")
