@@ -115,6 +115,28 @@ def test_rendered_objects_are_accepted_by_the_api_server(cluster: DevCluster, vi
     assert len(result.stdout.strip().splitlines()) == len(served), result.stdout
 
 
+def test_examples_pass_the_crds_schema(cluster: DevCluster, videogen_crds: None) -> None:
+    """Every manifest in examples/ (models included) as the API server checks it: schema, CEL rules,
+    strict field validation."""
+    examples = sorted((REPO / "examples").rglob("*.yaml"))
+    assert {"wan2-1-t2v-1-3b.yaml", "wan2-2-ti2v-5b.yaml", "text-to-video.yaml"} <= {p.name for p in examples}
+    for namespace in ("media-team",):
+        if cluster.kubectl("get", "namespace", namespace).returncode != 0:
+            assert cluster.kubectl("create", "namespace", namespace).returncode == 0
+    for path in examples:
+        result = cluster.kubectl("apply", "--dry-run=server", "--validate=strict", "-f", str(path))
+        assert result.returncode == 0, f"{path}: {result.stderr}"
+    # The check has teeth: a model with a revision on an s3:// source is refused by the CRD's CEL rule.
+    bad = {
+        "apiVersion": "videogen.dev/v1alpha1",
+        "kind": "VideoGenModel",
+        "metadata": {"name": "bad-example"},
+        "spec": {"source": "s3://models/wan", "revision": "main"},
+    }
+    refused = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(bad))
+    assert refused.returncode != 0 and "revision applies to hf:// sources only" in refused.stderr
+
+
 def test_rendered_config_is_what_the_operator_loads(cluster: DevCluster, tmp_path: Path) -> None:
     docs = render(
         cluster,
@@ -286,12 +308,21 @@ def test_catalog_rbac_is_least_privilege_in_both_modes(cluster: DevCluster, mode
     operator = grants(role(docs, "ClusterRole", OPERATOR_SA))
     # Models and PersistentVolumes are cluster-scoped: ClusterRole rules in both modes.
     assert operator >= CATALOG_CLUSTER_RULES
+    # Events about models go to `default`, where kubectl looks for a cluster-scoped object's Events.
+    model_events = expand("create", "", "events")
     if mode == "cluster-wide":
-        assert operator >= JOB_NAMESPACE_CLAIMS
+        assert operator >= JOB_NAMESPACE_CLAIMS | model_events
+        assert not [d for d in docs if d["metadata"]["name"] == f"{OPERATOR_SA}-model-events"]
     else:
         assert not {g for g in operator if g[1] == "persistentvolumeclaims"}, "namespaced: claims only where watched"
+        assert not {g for g in operator if g[1] == "events"}
         for ns in ("team-a", "team-b"):
             assert grants(role(docs, "Role", OPERATOR_SA, ns)) >= JOB_NAMESPACE_CLAIMS
+        events = grants(role(docs, "Role", f"{OPERATOR_SA}-model-events", "default"))
+        assert events == model_events | expand("create", "events.k8s.io", "events")
+        assert subjects(docs, "RoleBinding", f"{OPERATOR_SA}-model-events", "default") == [
+            (OPERATOR_SA, "videogen-system")
+        ]
     # Never a claim or volume deleted in a job namespace, never a claim updated (running jobs mount them).
     assert not {g for g in operator if g[1] == "persistentvolumeclaims" and g[2] in ("delete", "update", "patch")}
     assert not {g for g in operator if g[1] == "persistentvolumes" and g[2] in ("update", "patch")}
