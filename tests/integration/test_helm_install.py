@@ -42,6 +42,7 @@ CHART = REPO / "charts" / "videogen-operator"
 RELEASE = "videogen"
 OPERATOR_NS = "videogen-system"
 SA = "videogen-operator"
+LOADER_SA = "videogen-model-loader"
 SELECTOR = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/name=videogen-operator"
 CHILD_KINDS = "jobs,pods,serviceaccounts,roles,rolebindings,secrets,configmaps"
 RUNNER_RBAC_KINDS = ("ServiceAccount", "Role", "RoleBinding")
@@ -155,6 +156,8 @@ def base_values(dc: DevCluster, model_cache: Path) -> dict[str, Any]:
             "secretAccessKey": s3["AWS_SECRET_ACCESS_KEY"],
         },
         "modelCache": {"type": "hostPath", "hostPath": str(model_cache)},
+        # These jobs name the tiny models by URI (the catalog's own tests register VideoGenModels).
+        "models": {"allowUnlisted": True},
         # The local node has this machine's CPUs and memory; GPU nodes get the chart's defaults.
         "runner": {"cpuRequest": "100m", "memoryRequest": "256Mi"},
     }
@@ -210,6 +213,56 @@ def assert_prompt_never_at_info(dc: DevCluster, namespace: str, prompt: str) -> 
         assert not [ln for ln in text.splitlines() if prompt in ln and " INFO " in ln], (
             f"{path} logs the prompt at INFO"
         )
+
+
+def can_i(dc: DevCluster, who: str, verb: str, resource: str, namespace: str | None) -> bool:
+    """`kubectl auth can-i` as a ServiceAccount of the release; `resource` may be `plural.group:subresource`."""
+    resource, _, subresource = resource.partition(":")
+    args = ["auth", "can-i", verb, resource, f"--as=system:serviceaccount:{OPERATOR_NS}:{who}"]
+    args += ["-n", namespace] if namespace else []
+    args += ["--subresource", subresource] if subresource else []
+    result = dc.kubectl(*args)
+    assert result.stdout.strip() in ("yes", "no"), result.stdout + result.stderr
+    return result.stdout.strip() == "yes"
+
+
+def assert_catalog_rights(dc: DevCluster, job_namespace: str, unwatched: str | None) -> None:
+    """The model catalog's rights of the installed chart (README, "Who may do what"), in either mode."""
+    models = "videogenmodels.videogen.dev"
+    operator = {
+        ("patch", f"{models}:status", None): True,
+        ("update", f"{models}:finalizers", None): True,
+        ("watch", models, None): True,
+        ("create", models, None): False,
+        ("delete", models, None): False,
+        ("create", "persistentvolumes", None): True,
+        ("delete", "persistentvolumes", None): True,
+        ("create", "persistentvolumeclaims", job_namespace): True,
+        ("delete", "persistentvolumeclaims", job_namespace): False,
+        ("get", "persistentvolumeclaims", OPERATOR_NS): True,
+        ("create", "jobs.batch", OPERATOR_NS): True,
+        ("create", "daemonsets.apps", OPERATOR_NS): True,
+        ("create", "daemonsets.apps", job_namespace): False,
+        ("create", "events", OPERATOR_NS): True,
+        ("create", "events", "default"): True,  # Events about VideoGenModels
+        ("get", "secrets", OPERATOR_NS): False,
+        ("list", "storageclasses.storage.k8s.io", None): False,
+    }
+    if unwatched:
+        operator[("create", "persistentvolumeclaims", unwatched)] = False
+    for (verb, resource, where), expected in operator.items():
+        assert can_i(dc, SA, verb, resource, where) is expected, (SA, verb, resource, where)
+    loader = {
+        ("get", models, None): True,
+        ("patch", f"{models}:status", None): True,
+        ("patch", models, None): False,
+        ("list", models, None): False,
+        ("get", "secrets", OPERATOR_NS): False,
+        ("create", "pods", OPERATOR_NS): False,
+        ("patch", "videogenjobs.videogen.dev:status", job_namespace): False,
+    }
+    for (verb, resource, where), expected in loader.items():
+        assert can_i(dc, LOADER_SA, verb, resource, where) is expected, (LOADER_SA, verb, resource, where)
 
 
 def managed_children(dc: DevCluster) -> list[str]:
@@ -303,6 +356,7 @@ class TestClusterWide:
             "auth", "can-i", "patch", "videogenjobs/status", f"--as=system:serviceaccount:{OPERATOR_NS}:{SA}"
         )
         assert can.stdout.strip() == "yes"
+        assert_catalog_rights(dc, job_namespace="default", unwatched=None)
         pid = dc.gpu_node.container_pid(OPERATOR_NS, pod["metadata"]["name"], "operator")
         assert pid is not None and pid_alive(pid)
         environ = dict(kv.split("=", 1) for kv in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in kv)
@@ -434,6 +488,7 @@ class TestNamespaced:
     ) -> None:
         dc = helm_cluster
         watched, other = namespaced.namespaces  # type: ignore[attr-defined]
+        assert_catalog_rights(dc, job_namespace=watched, unwatched=other)
         Jobs(dc, other).apply(tiny_job("t2v", seed=8))
         run_both_tasks(dc, watched, namespaced)
         assert Jobs(dc, other).status("t2v") == {}, "a namespace the operator does not watch must stay untouched"

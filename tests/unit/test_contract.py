@@ -30,8 +30,15 @@ class TestGeneratedCRD:
         checked_in = (REPO / "crds" / "videogenjobs.yaml").read_text()
         assert checked_in == crd.render_crd(), "crds/ is stale: run `make crds`"
 
-    def test_every_field_has_a_description_for_kubectl_explain(self) -> None:
-        schema = crd.build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    def test_checked_in_model_crd_matches_the_contract(self) -> None:
+        checked_in = (REPO / "crds" / "videogenmodels.yaml").read_text()
+        assert checked_in == crd.render_model_crd(), "crds/ is stale: run `make crds`"
+        chart_copy = REPO / "charts" / "videogen-operator" / "crds" / "videogenmodels.yaml"
+        assert chart_copy.read_text() == checked_in, "the chart's copy is stale: run `make crds`"
+
+    @pytest.mark.parametrize("build", [crd.build_crd, crd.build_model_crd], ids=["videogenjobs", "videogenmodels"])
+    def test_every_field_has_a_description_for_kubectl_explain(self, build: Any) -> None:
+        schema = build()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
         missing: list[str] = []
 
         def walk(node: dict[str, Any], path: str) -> None:
@@ -47,8 +54,9 @@ class TestGeneratedCRD:
         walk(schema, "")
         assert missing == []
 
-    def test_schema_is_structural(self) -> None:
-        schema = crd.build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    @pytest.mark.parametrize("build", [crd.build_crd, crd.build_model_crd], ids=["videogenjobs", "videogenmodels"])
+    def test_schema_is_structural(self, build: Any) -> None:
+        schema = build()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
 
         def walk(node: dict[str, Any], path: str) -> None:
             assert not {"anyOf", "$ref", "title", "allOf"} & node.keys(), path
