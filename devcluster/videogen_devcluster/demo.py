@@ -19,8 +19,6 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .binaries import REPO_ROOT
 from .devcluster import DevCluster
 from .operator_process import (
@@ -30,7 +28,6 @@ from .operator_process import (
     build_tiny_models,
     create_cache_claim,
     create_peering,
-    model_manifest,
     operator_env,
     prepare_cluster,
     upload_model_dir,
@@ -41,6 +38,8 @@ EXAMPLE = REPO_ROOT / "examples" / "text-to-video.yaml"
 OUT_DIR = REPO_ROOT / "out"
 NAMESPACE = "default"
 DEMO_MODEL = "tiny-wan-t2v"
+DEMO_MODEL_FILE = REPO_ROOT / "examples" / "models" / "demo" / f"{DEMO_MODEL}.yaml"
+# Where examples/models/demo/tiny-wan-t2v.yaml says the model is (the bucket is the operator's).
 DEMO_MODEL_PREFIX = "model-store/tiny-wan-t2v"
 
 
@@ -140,11 +139,11 @@ def _show_metrics(url: str) -> None:
 
 def _register_model(dc: DevCluster, timeout: float) -> None:
     """The platform team's part: declare the model once; the operator fetches and verifies it."""
-    manifest = model_manifest(DEMO_MODEL, f"s3://{BUCKET}/{DEMO_MODEL_PREFIX}")
-    _say(f"kubectl apply VideoGenModel {DEMO_MODEL} (source s3://{BUCKET}/{DEMO_MODEL_PREFIX})")
-    applied = dc.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
+    _say(f"kubectl apply -f {DEMO_MODEL_FILE.relative_to(REPO_ROOT)}")
+    applied = dc.kubectl("apply", "-f", str(DEMO_MODEL_FILE))
     if applied.returncode != 0:
         raise RuntimeError(applied.stderr)
+    print(applied.stdout.strip(), flush=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         out = dc.kubectl("get", "videogenmodel", DEMO_MODEL, "-o", "json")

@@ -156,13 +156,20 @@ def _container_security() -> dict[str, Any]:
 
 
 def _loader_env(settings: OperatorSettings, spec_json: str) -> list[dict[str, Any]]:
+    root = settings.model_cache.mount_path.rstrip("/")
     env: list[dict[str, Any]] = [
         {"name": cat.ENV_LOADER_SPEC, "value": spec_json},
         {"name": "AWS_REGION", "value": settings.s3_region},
         {"name": "VIDEOGEN_S3_ADDRESSING_STYLE", "value": settings.s3_addressing_style},
-        {"name": "HF_HOME", "value": "/tmp/hf"},
+        # The Hub's own cache (metadata, partial downloads) on the cache volume, not the node's
+        # ephemeral storage: a 20 GB model must not pass through an emptyDir, and a retry resumes.
+        {"name": "HF_HOME", "value": f"{root}/{cat.CATALOG_DIR}/.hf-home"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
+    if "HF_HUB_OFFLINE" not in settings.extra_loader_env:
+        # The runner image (the loader's by default) sets HF_HUB_OFFLINE=1 for runners; the loader
+        # is the one component that downloads from the Hub.
+        env.append({"name": "HF_HUB_OFFLINE", "value": "0"})
     if settings.s3_endpoint:
         env.append({"name": "AWS_ENDPOINT_URL", "value": settings.s3_endpoint})
     if settings.hf_token_secret_name:
