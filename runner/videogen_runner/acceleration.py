@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,16 +180,32 @@ def compile_cache_dirs(env: Mapping[str, str]) -> dict[str, str]:
 
 
 def use_compile_caches(env: Mapping[str, str]) -> dict[str, str]:
-    """Point this process's compile caches at the volume (before anything compiles)."""
-    dirs = compile_cache_dirs(env)
-    for key, value in dirs.items():
-        try:
-            Path(value).mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            log.warning("compile cache %s not writable (%s); using the default", value, exc)
+    """Point this process's compile caches at the volume (before anything compiles); the ones used.
+
+    Where the volume is mounted read-only (a tenant namespace reading the model catalog), a cache stays
+    in the compiler's own default under the pod's writable /tmp: compiled once per pod, not per node."""
+    used: dict[str, str] = {}
+    for key, value in compile_cache_dirs(env).items():
+        problem = _not_writable(Path(value))
+        if problem:
+            log.info("compile cache %s is not writable (%s); %s stays at its default", value, problem, key)
             continue
         os.environ[key] = value
-    return dirs
+        used[key] = value
+    return used
+
+
+def _not_writable(directory: Path) -> str | None:
+    """Why files cannot be created in `directory` (None when they can). mkdir alone proves nothing:
+    it succeeds for an existing directory on a read-only mount."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".write-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
 
 
 # --------------------------------------------------------------------------- applying
@@ -314,7 +331,7 @@ def _apply_compile(transformer: Any, plan: AccelerationPlan, env: Mapping[str, s
     # Data-dependent skips of a step cache break graphs; without one the block is one graph.
     fullgraph = plan.step_cache is None
     transformer.compile_repeated_blocks(fullgraph=fullgraph)
-    where = f", cache {Path(dirs[ENV_INDUCTOR_CACHE]).parent}" if dirs else ""
+    where = f", cache {Path(dirs[ENV_INDUCTOR_CACHE]).parent}" if ENV_INDUCTOR_CACHE in dirs else ""
     return f"compile: regional, {count} x {'/'.join(repeated)}{' fullgraph' if fullgraph else ''}{where} ({plan.reasons['compile']})"
 
 

@@ -20,7 +20,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -135,8 +135,15 @@ def _atomic_write_bytes(target: Path, data: bytes) -> None:
         raise
 
 
-def _download(client: S3Client, bucket: str, remote: RemoteFile, target: Path) -> str:
-    """Download to a temporary file beside `target`, check it, rename it into place; return sha256."""
+def download_object(
+    client: S3Client,
+    bucket: str,
+    remote: RemoteFile,
+    target: Path,
+    on_bytes: Callable[[int], None] | None = None,
+) -> str:
+    """Download to a temporary file beside `target`, check it, rename it into place; return sha256.
+    `on_bytes` hears of every chunk written (download progress)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".part-")
     try:
@@ -149,6 +156,8 @@ def _download(client: S3Client, bucket: str, remote: RemoteFile, target: Path) -
                 digest.update(chunk)
                 fh.write(chunk)
                 size += len(chunk)
+                if on_bytes is not None:
+                    on_bytes(len(chunk))
             fh.flush()
             os.fsync(fh.fileno())
         if size != remote.size:
@@ -214,7 +223,7 @@ def sync_prefix(
                 continue
 
             def fetch(o: RemoteFile = obj, t: Path = target) -> str:
-                return _download(client, bucket, o, t)
+                return download_object(client, bucket, o, t)
 
             try:
                 digest = with_retries(f"download of s3://{bucket}/{obj.key}", fetch, policy)
@@ -251,14 +260,16 @@ def _sync_error(uri: str, exc: BaseException) -> Exception:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .cache import model_cache_root
+    from .cache import model_sync_root
 
     parser = argparse.ArgumentParser(prog="python -m videogen_runner.model_sync", description=__doc__)
     parser.add_argument("uri", help="s3://bucket/prefix of a save_pretrained pipeline")
-    parser.add_argument("--cache", type=Path, help="cache root (default: VIDEOGEN_MODEL_CACHE / HF_HOME)")
+    parser.add_argument(
+        "--cache", type=Path, help="cache root (default: VIDEOGEN_MODEL_SYNC_DIR, VIDEOGEN_MODEL_CACHE, HF_HOME)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    root = args.cache or model_cache_root(os.environ)
+    root = args.cache or model_sync_root(os.environ)
     result = sync_prefix(make_client(), args.uri, root, RetryPolicy.from_env(os.environ))
     print(json.dumps(result.to_json()))
     return 0

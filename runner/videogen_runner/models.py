@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from videogen_api import v1alpha1 as api
 
-from .cache import hub_cache_dir, model_cache_root
+from .cache import hub_cache_dir, model_sync_root
+from .catalog_model import catalog_model, open_catalog_model
 from .errors import InvalidInputError, ModelLoadError, ModelNotFoundError, one_line
 from .model_sync import file_lock, lock_path_for, sync_prefix
 from .presets import Family, ShapeRules
@@ -101,13 +102,14 @@ def open_model(
     policy: RetryPolicy,
 ) -> Iterator[Path]:
     """Yield the local directory of the model; s3:// models are synced first and
-    stay share-locked while the caller loads them, so no sync replaces files mid-load."""
+    stay share-locked while the caller loads them, so no sync replaces files mid-load.
+    A catalog model's directory is opened as it is: read-only, never synced, no lock."""
     if uri.startswith("hf://"):
         yield resolve_hf(uri, env)
     elif uri.startswith("s3://"):
         if s3_client is None:
             raise ModelNotFoundError(f"model {uri}: no S3 client configured")
-        result = sync_prefix(s3_client, uri, model_cache_root(env), policy, env)
+        result = sync_prefix(s3_client, uri, model_sync_root(env), policy, env)
         with file_lock(lock_path_for(result.path), exclusive=False):
             yield result.path
     elif uri.startswith("/"):
@@ -117,8 +119,10 @@ def open_model(
         if not path.is_dir():
             raise ModelNotFoundError(f"model {uri}: not a directory")
         yield path
+    elif (named := catalog_model(uri, env)) is not None:
+        yield open_catalog_model(named)
     else:
-        raise InvalidInputError(f"spec.model: {uri!r} is not hf://, s3:// or an absolute path")
+        raise InvalidInputError(f"spec.model: {uri!r} is not a catalog model name, hf://, s3:// or an absolute path")
 
 
 def _read_json(path: Path, uri: str) -> dict[str, Any]:

@@ -193,6 +193,33 @@ def family_data(class_name: str, model_dir: Path, env: Mapping[str, str]) -> Fam
         raise ModelLoadError(f"model profile for {class_name}: {where}: {first['msg']}") from exc
 
 
+class InvalidProfileError(ValueError):
+    """A model's own profile is not a valid profile entry; `key` is the dotted path of the first problem."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}" if key else problem)
+        self.key = key
+        self.problem = problem
+
+
+def validate_profile_entry(entry: object) -> FamilyData:
+    """A model's own profile (its videogen-profile.json, or a VideoGenModel's spec.profile): one entry
+    of the profile table without the class key, checked as family_data will use it, merged over
+    family defaults. Every key must be known and every value valid; the first problem names its key
+    (e.g. presets.fast.steps)."""
+    if not isinstance(entry, Mapping):
+        raise InvalidProfileError("", f"must be a mapping of profile keys, not {type(entry).__name__}")
+    if "variants" in entry:
+        # family_data drops them from a model's own file: only the table's entries choose variants.
+        raise InvalidProfileError("variants", "a model's own profile has no variants (it describes one model)")
+    try:
+        return FamilyData.model_validate(merge(_GENERIC, entry))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(part) for part in first["loc"])
+        raise InvalidProfileError(key, str(first["msg"])) from exc
+
+
 def preset_values(data: FamilyData) -> dict[api.Preset, PresetValues]:
     missing = [p.value for p in api.Preset if p not in data.presets]
     if missing:

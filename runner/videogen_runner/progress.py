@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from videogen_api import v1alpha1 as api
 
@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 MIN_WRITE_INTERVAL_SECONDS = 2.0
 _BAR_WIDTH = 20
 MERGE_PATCH = "application/merge-patch+json"
+
+T = TypeVar("T")
 
 # Share of the whole run each stage covers; generating moves through its range step by step.
 STAGE_PERCENT: Mapping[api.Stage, tuple[int, int]] = {
@@ -68,19 +70,20 @@ def progress_bar(percent: int) -> str:
     return "[" + "#" * filled + "." * (_BAR_WIDTH - filled) + "]"
 
 
-class Coalescer:
-    """At most one write per interval; the newest offered state wins. Pure (time is passed in)."""
+class Coalescer(Generic[T]):
+    """At most one write per interval; the newest offered state wins. Pure (time is passed in).
+    Generic over the state: a job's Progress here, a model's download progress in the loader."""
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
-        self._pending: api.Progress | None = None
+        self._pending: T | None = None
         self._last_write: float | None = None
 
     @property
-    def pending(self) -> api.Progress | None:
+    def pending(self) -> T | None:
         return self._pending
 
-    def offer(self, progress: api.Progress) -> None:
+    def offer(self, progress: T) -> None:
         self._pending = progress
 
     def discard(self) -> None:
@@ -92,7 +95,7 @@ class Coalescer:
             return None
         return float("-inf") if self._last_write is None else self._last_write + self.interval
 
-    def take_due(self, now: float) -> api.Progress | None:
+    def take_due(self, now: float) -> T | None:
         due = self.next_due()
         if due is None or now < due:
             return None
@@ -196,6 +199,61 @@ class _StepClock:
         return f" {per_step:.2f}s/step, ETA {per_step * (total - step):.0f}s"
 
 
+class CoalescingWriter(Generic[T]):
+    """A background thread that hands the newest offered state to `write`, at most once per
+    interval, so the caller never waits on the API server. `write` must not raise."""
+
+    def __init__(
+        self,
+        write: Callable[[T], None],
+        *,
+        interval: float = MIN_WRITE_INTERVAL_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        name: str = "progress-writer",
+    ) -> None:
+        self._write = write
+        self._clock = clock
+        self._coalescer: Coalescer[T] = Coalescer(interval)
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def offer(self, state: T) -> None:
+        with self._cond:
+            self._coalescer.offer(state)
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    due = self._coalescer.next_due()
+                    if due is None:
+                        if self._closed:
+                            return
+                        self._cond.wait()
+                        continue
+                    wait = due - self._clock()
+                    if wait <= 0:
+                        break
+                    self._cond.wait(timeout=wait)
+                state = self._coalescer.take_due(self._clock())
+            if state is not None:
+                self._write(state)
+
+    def close(self, *, flush: bool = True, timeout: float = MIN_WRITE_INTERVAL_SECONDS + 10) -> None:
+        """Stop the thread; with flush, the last state is written first (waiting for its slot)."""
+        with self._cond:
+            if not flush:
+                self._coalescer.discard()
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(timeout=timeout)
+        if self._thread.is_alive():
+            log.warning("progress writer did not finish within %.0fs; the last update may be missing", timeout)
+
+
 class ProgressReporter:
     """Stage and step updates from the run, written to a sink by a background thread."""
 
@@ -208,18 +266,14 @@ class ProgressReporter:
     ) -> None:
         self._sink = sink
         self._clock = clock
-        self._coalescer = Coalescer(interval)
-        self._cond = threading.Condition()
-        self._closed = False
         self._stage: api.Stage | None = None
         self._total: int | None = None
         self._failures = 0
         self._steps = _StepClock()
         self.writes: list[api.Progress] = []  # what reached the sink, for tests and logs
-        self._thread: threading.Thread | None = None
+        self._writer: CoalescingWriter[api.Progress] | None = None
         if sink is not None:
-            self._thread = threading.Thread(target=self._run, name="progress-writer", daemon=True)
-            self._thread.start()
+            self._writer = CoalescingWriter(self._write, interval=interval, clock=clock)
 
     @property
     def stage_now(self) -> api.Stage | None:
@@ -244,34 +298,14 @@ class ProgressReporter:
         progress = make_progress(stage, step, total, datetime.now(UTC))
         eta = self._steps.eta(step, total, self._clock()) if step is not None and total else ""
         log.info("%s %s%s", progress_bar(progress.percent or 0), progress.summary, eta)
-        if self._sink is None:
-            return
-        with self._cond:
-            self._coalescer.offer(progress)
-            self._cond.notify()
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while True:
-                    due = self._coalescer.next_due()
-                    if due is None:
-                        if self._closed:
-                            return
-                        self._cond.wait()
-                        continue
-                    wait = due - self._clock()
-                    if wait <= 0:
-                        break
-                    self._cond.wait(timeout=wait)
-                progress = self._coalescer.take_due(self._clock())
-            if progress is not None:
-                # Stamped when written: updatedAt tells when the status last changed, even
-                # when the state itself was produced a moment earlier and waited for its slot.
-                self._write(progress.model_copy(update={"updated_at": datetime.now(UTC)}))
+        if self._writer is not None:
+            self._writer.offer(progress)
 
     def _write(self, progress: api.Progress) -> None:
         assert self._sink is not None
+        # Stamped when written: updatedAt tells when the status last changed, even
+        # when the state itself was produced a moment earlier and waited for its slot.
+        progress = progress.model_copy(update={"updated_at": datetime.now(UTC)})
         try:
             self._sink.write(progress)
         except Exception as exc:
@@ -285,13 +319,5 @@ class ProgressReporter:
 
     def close(self, *, flush: bool = True, timeout: float = MIN_WRITE_INTERVAL_SECONDS + 10) -> None:
         """Stop the writer; with flush, the last state is written first (waiting for its slot)."""
-        if self._thread is None:
-            return
-        with self._cond:
-            if not flush:
-                self._coalescer.discard()
-            self._closed = True
-            self._cond.notify()
-        self._thread.join(timeout=timeout)
-        if self._thread.is_alive():
-            log.warning("progress writer did not finish within %.0fs; the last update may be missing", timeout)
+        if self._writer is not None:
+            self._writer.close(flush=flush, timeout=timeout)

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from videogen_api import v1alpha1 as api
 
+from .catalog_model import CatalogModel, catalog_model
 from .errors import InvalidInputError, one_line
 
 # A spec is a few KiB; anything much larger is a mistake (or an attack on the
@@ -61,6 +62,8 @@ class RunInput:
     identity: JobIdentity
     output: OutputLocation
     spec_hash: str
+    # Set when spec.model is a catalog name: its directory and the identity the spec hash covers.
+    catalog: CatalogModel | None = None
 
 
 def read_spec_document(spec_file: str | None, env: Mapping[str, str]) -> dict[str, Any]:
@@ -150,10 +153,14 @@ def load_run_input(spec_file: str | None, env: Mapping[str, str] | None = None) 
     raw_spec, metadata = split_manifest(doc)
     spec = validate_spec(raw_spec)
     identity = JobIdentity.from_env(env)
-    digest = api.spec_hash(spec)
+    # A catalog name says nothing about its files: the hash covers the revision the operator resolved
+    # (it signs the same hash into the presigned PUT, so both must agree).
+    named = catalog_model(spec.model, env)
+    digest = api.spec_hash(spec, named.identity if named else None)
     return RunInput(
         spec=spec,
         identity=identity,
         output=resolve_output(spec, identity, metadata, digest, env),
         spec_hash=digest,
+        catalog=named,
     )

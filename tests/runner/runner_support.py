@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from videogen_api import catalog
+
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
@@ -73,6 +75,41 @@ class HttpsServer:
 
 RunCli = Callable[..., RunOutcome]
 RunInProcess = Callable[[Mapping[str, Any], Mapping[str, str]], tuple[int, dict[str, Any]]]
+
+
+LOADER_UID = "5f0c2a1e-7d3b-4c55-9a41-3c1f0e2d9b77"
+
+
+def loader_spec(name: str, source: str, cache_root: Path, generation: int = 1, **fields: Any) -> catalog.LoaderSpec:
+    """What the operator gives the model loader for one VideoGenModel generation."""
+    return catalog.LoaderSpec.model_validate(
+        {
+            "name": name,
+            "uid": LOADER_UID,
+            "generation": generation,
+            "source": source,
+            "cacheRoot": str(cache_root),
+            **fields,
+        }
+    )
+
+
+def publish_model(client: S3Client, model: Path, uri: str, extra: Mapping[str, bytes] | None = None) -> None:
+    """A save_pretrained directory under an s3:// prefix (plus `extra` files, by relative path)."""
+    from videogen_runner.tiny_models import upload_to_s3
+
+    upload_to_s3(model, uri, client)
+    bucket, prefix = uri.removeprefix("s3://").split("/", 1)
+    for rel, data in (extra or {}).items():
+        client.put_object(Bucket=bucket, Key=f"{prefix}/{rel}", Body=data)
+
+
+def tree_state(root: Path) -> dict[str, tuple[int, int, int]]:
+    """(mode, inode, mtime) of everything under root: unchanged means nothing was written there."""
+    return {
+        p.relative_to(root).as_posix(): (p.lstat().st_mode, p.lstat().st_ino, p.lstat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+    }
 
 
 def download(client: S3Client, bucket: str, key: str, dest: Path) -> tuple[Path, dict[str, str]]:
