@@ -32,7 +32,10 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -525,6 +528,35 @@ def remove(name: str, cache_root: Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------- output and CLI
 
 
+PREWARM_CHUNK = 8 * 1024 * 1024
+
+
+def prewarm(model_dir: Path) -> dict[str, Any]:
+    """Read every file of a model once, so the node's page cache holds it before the first job
+    (a DaemonSet runs this per GPU node). Reads only; the mount is read-only anyway."""
+    if not model_dir.is_dir():
+        raise UsageError(f"prewarm: ${catalog.ENV_MODEL_DIR} ({model_dir}) is not a directory")
+    started = time.monotonic()
+    total = files = 0
+    for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
+        with path.open("rb", buffering=0) as handle:
+            while chunk := handle.read(PREWARM_CHUNK):
+                total += len(chunk)
+        files += 1
+    seconds = round(time.monotonic() - started, 3)
+    log.info("prewarmed %s: %d files, %s in %.1fs", model_dir, files, catalog.human_size(total), seconds)
+    return {"path": str(model_dir), "files": files, "bytes": total, "seconds": seconds}
+
+
+def wait_for_termination() -> None:
+    """A DaemonSet's pod must keep running (or it is restarted and reads everything again)."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    while not stop.wait(3600):
+        pass
+
+
 def _termination_log(env: Mapping[str, str]) -> Path | None:
     if env.get(api.ENV_TERMINATION_LOG):
         return Path(env[api.ENV_TERMINATION_LOG])
@@ -565,6 +597,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="videogen-model-loader", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("fetch", help=f"fetch and verify the model ${catalog.ENV_LOADER_SPEC} describes")
+    sub.add_parser(
+        "prewarm",
+        help=f"read every file under ${catalog.ENV_MODEL_DIR} into this node's page cache, then wait for SIGTERM",
+    )
     remove_cmd = sub.add_parser("remove", help="delete a model's files from the cache")
     remove_cmd.add_argument("--name", help=f"the VideoGenModel's name (default: from ${catalog.ENV_LOADER_SPEC})")
     remove_cmd.add_argument(
@@ -592,6 +628,11 @@ def run(argv: Sequence[str] | None, env: Mapping[str, str]) -> int:
         if args.command == "fetch":
             result = fetch(load_spec(env), env)
             emit(result.to_wire(), env)
+        elif args.command == "prewarm":
+            summary = prewarm(Path(env.get(catalog.ENV_MODEL_DIR) or ""))
+            sys.stdout.write(json.dumps(summary) + "\n")
+            sys.stdout.flush()
+            wait_for_termination()
         else:
             emit(remove(*_remove_args(args, env)), env)
         return LoaderExit.OK

@@ -400,3 +400,13 @@ class TestCommandLine:
         code, message, _, _ = run_loader("fetch", env={**env, catalog.ENV_LOADER_SPEC: '{"name": "../etc"}'})
         assert code == 2
         assert message["reason"] == "LoaderFailed" and "VIDEOGEN_LOADER_SPEC" in message["message"]
+
+
+def test_prewarm_reads_every_file_of_the_model(tmp_path: Path) -> None:
+    from videogen_runner.model_loader import prewarm
+
+    (tmp_path / "vae").mkdir()
+    (tmp_path / "model_index.json").write_text("{}")
+    (tmp_path / "vae" / "w.safetensors").write_bytes(b"x" * (9 * 1024 * 1024))
+    summary = prewarm(tmp_path)
+    assert (summary["files"], summary["bytes"]) == (2, 2 + 9 * 1024 * 1024)
