@@ -39,6 +39,12 @@ from videogen_devcluster.testing import unique_name
 pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.slow, pytest.mark.mounts]
 
 
+def catalog_job(name: str, model: str, **spec: Any) -> dict[str, Any]:
+    # Several jobs share the local node's few GPUs here: a pod may wait for one longer than the
+    # tiny jobs' usual startup timeout.
+    return tiny_job(name, model=model, startupTimeoutSeconds=900, **spec)
+
+
 def wait_until(check: Callable[[], Any], timeout: float = 120, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -124,7 +130,7 @@ def test_one_download_serves_three_namespaces_without_credentials(
 
     # A job that names the model before it exists waits for it.
     early = Jobs(dc, team_a)
-    early.apply(tiny_job("early", model=name))
+    early.apply(catalog_job("early", name))
     waiting = wait_until(lambda: early.status("early").get("reason") == "ModelNotReady" and early.status("early"))
     assert waiting["phase"] == "Queued" and name in waiting["message"]
 
@@ -140,9 +146,9 @@ def test_one_download_serves_three_namespaces_without_credentials(
 
     others = {ns: Jobs(dc, ns) for ns in (team_b, team_c)}
     for ns, client in others.items():
-        client.apply(tiny_job(f"in-{ns[:20]}", model=name))
+        client.apply(catalog_job(f"in-{ns[:20]}", name))
     refused = Jobs(dc, outsider)
-    refused.apply(tiny_job("outsider", model=name))
+    refused.apply(catalog_job("outsider", name))
     denied = refused.wait_phase("outsider", "Failed", timeout=60)
     assert denied["reason"] == "ModelNotAllowed" and outsider in denied["message"]
 
@@ -195,7 +201,7 @@ def test_upgrades_change_the_hash_bad_files_fail_and_deletion_waits_for_jobs(
     apply(dc, model_manifest(name, f"s3://{BUCKET}/catalog-src/{name}/v1"))
     first = wait_model(dc, name, "Ready", "Failed")["status"]
     assert first["phase"] == "Ready", first
-    jobs.apply(tiny_job("before", model=name))
+    jobs.apply(catalog_job("before", name))
     before = jobs.wait_phase("before", "Succeeded", "Failed", timeout=300)
     assert before["phase"] == "Succeeded", before
 
@@ -210,7 +216,7 @@ def test_upgrades_change_the_hash_bad_files_fail_and_deletion_waits_for_jobs(
     apply(dc, model_manifest(name, f"s3://{BUCKET}/catalog-src/{name}/v2"))
     second = wait_model(dc, name, "Ready", "Failed")["status"]
     assert second["phase"] == "Ready" and second["digest"] != first["digest"], second
-    jobs.apply(tiny_job("after", model=name))  # the same spec as "before"
+    jobs.apply(catalog_job("after", name))  # the same spec as "before"
     after = jobs.wait_phase("after", "Succeeded", "Failed", timeout=300)
     assert after["phase"] == "Succeeded" and after["reason"] != "CacheHit", after
     assert after["specHash"] != before["specHash"]
@@ -226,12 +232,12 @@ def test_upgrades_change_the_hash_bad_files_fail_and_deletion_waits_for_jobs(
     )
     failed = wait_model(dc, bad, "Failed", "Ready")["status"]
     assert failed["phase"] == "Failed" and "model_index.json" in failed["message"], failed
-    jobs.apply(tiny_job("on-bad", model=bad))
+    jobs.apply(catalog_job("on-bad", bad))
     unavailable = jobs.wait_phase("on-bad", "Failed", timeout=60)
     assert unavailable["reason"] == "ModelUnavailable" and bad in unavailable["message"]
 
     # Deletion waits for the jobs that still use the model, then reclaims its files.
-    jobs.apply(tiny_job("held", model=name, suspend=True, prompt="held back until its model is deleted"))
+    jobs.apply(catalog_job("held", name, suspend=True, prompt="held back until its model is deleted"))
     wait_until(lambda: jobs.status("held").get("reason") == "Suspended", 60, "the held job to be suspended")
     root = cache_root(dc)
     assert (root / cat.CATALOG_DIR / name).is_dir()
