@@ -2,9 +2,11 @@
 
 They go through every production loading path (a save_pretrained directory, the
 Hugging Face cache layout, an s3:// prefix) and generate 64x64 video in seconds
-on a CPU. Shapes follow diffusers' own fast tests; the text encoder and
-tokenizer, which those tests fetch from the Hub, are built here instead
-(a WordLevel tokenizer and a T5/UMT5 encoder with d_model 32).
+on a CPU. Shapes follow diffusers' own fast tests; the text encoders and
+tokenizers, which those tests fetch from the Hub, are built here instead
+(WordLevel tokenizers, T5/UMT5/Llama/Llava encoders of width 16-32; for
+HunyuanVideo I2V a tokenizer that splits as Llava-Llama-3's does, so the
+pipeline's default prompt template applies unchanged).
 
     python -m videogen_runner.tiny_models --family wan-t2v --out DIR \
         [--hf-cache HF_HOME --repo-id org/name] [--s3-uri s3://bucket/prefix]
@@ -39,6 +41,7 @@ FAMILIES = (
     "easyanimate-t2v",
     "easyanimate-inp",
     "hunyuanvideo-t2v",
+    "hunyuanvideo-i2v",
 )
 SEED = 0
 TEXT_DIM = 32
@@ -480,6 +483,64 @@ def build_easyanimate_inp() -> Any:
     return _easyanimate(inpaint=True)
 
 
+def _hunyuan_clip_text(tokenizer_2: Any) -> Any:
+    """The CLIP text encoder HunyuanVideo takes its pooled prompt embedding from."""
+    _seeded()
+    return _lib("transformers").CLIPTextModel(
+        _lib("transformers").CLIPTextConfig(
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=0,
+            hidden_size=8,
+            intermediate_size=37,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            vocab_size=len(tokenizer_2),
+            max_position_embeddings=77,
+            projection_dim=32,
+        )
+    )
+
+
+def _hunyuan_transformer(**variant: Any) -> Any:
+    _seeded()
+    return _lib("diffusers").HunyuanVideoTransformer3DModel(
+        in_channels=4,
+        out_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=10,
+        num_layers=1,
+        num_single_layers=1,
+        num_refiner_layers=1,
+        patch_size=1,
+        patch_size_t=1,
+        guidance_embeds=True,
+        text_embed_dim=16,
+        pooled_projection_dim=8,
+        rope_axes_dim=(2, 4, 4),
+        **variant,
+    )
+
+
+def _hunyuan_vae() -> Any:
+    _seeded()
+    return _lib("diffusers").AutoencoderKLHunyuanVideo(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        down_block_types=("HunyuanVideoDownBlock3D",) * 4,
+        up_block_types=("HunyuanVideoUpBlock3D",) * 4,
+        block_out_channels=(8, 8, 8, 8),
+        layers_per_block=1,
+        act_fn="silu",
+        norm_num_groups=4,
+        scaling_factor=0.476986,
+        spatial_compression_ratio=8,
+        temporal_compression_ratio=4,
+        mid_block_add_attention=True,
+    )
+
+
 def build_hunyuanvideo_t2v() -> Any:
     """HunyuanVideo: Llama text encoder (hidden states, 95-token template crop) plus CLIP pooled text,
     guidance-embedded transformer; the encoders are tiny and built here instead of fetched."""
@@ -502,61 +563,117 @@ def build_hunyuanvideo_t2v() -> Any:
             max_position_embeddings=512,
         )
     )
-    _seeded()
-    text_encoder_2 = transformers.CLIPTextModel(
-        transformers.CLIPTextConfig(
-            bos_token_id=0,
-            eos_token_id=1,
-            pad_token_id=0,
-            hidden_size=8,
-            intermediate_size=37,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            vocab_size=len(tokenizer_2),
-            max_position_embeddings=77,
-            projection_dim=32,
-        )
-    )
-    _seeded()
-    transformer = diffusers.HunyuanVideoTransformer3DModel(
-        in_channels=4,
-        out_channels=4,
-        num_attention_heads=2,
-        attention_head_dim=10,
-        num_layers=1,
-        num_single_layers=1,
-        num_refiner_layers=1,
-        patch_size=1,
-        patch_size_t=1,
-        guidance_embeds=True,
-        text_embed_dim=16,
-        pooled_projection_dim=8,
-        rope_axes_dim=(2, 4, 4),
-    )
-    _seeded()
-    vae = diffusers.AutoencoderKLHunyuanVideo(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        down_block_types=("HunyuanVideoDownBlock3D",) * 4,
-        up_block_types=("HunyuanVideoUpBlock3D",) * 4,
-        block_out_channels=(8, 8, 8, 8),
-        layers_per_block=1,
-        act_fn="silu",
-        norm_num_groups=4,
-        scaling_factor=0.476986,
-        spatial_compression_ratio=8,
-        temporal_compression_ratio=4,
-        mid_block_add_attention=True,
-    )
     return diffusers.HunyuanVideoPipeline(
         text_encoder=text_encoder,
         tokenizer=tokenizer,
-        transformer=transformer,
-        vae=vae,
+        transformer=_hunyuan_transformer(),
+        vae=_hunyuan_vae(),
         scheduler=diffusers.FlowMatchEulerDiscreteScheduler(shift=7.0),
-        text_encoder_2=text_encoder_2,
+        text_encoder_2=_hunyuan_clip_text(tokenizer_2),
         tokenizer_2=tokenizer_2,
+    )
+
+
+# Llama 3's pre-tokenizer pattern: the library's default HunyuanVideo-I2V prompt template counts
+# Llama 3 tokens (<image> at 5, the user's prompt from 103, <|end_header_id|> marking the sections),
+# so a tokenizer that splits text as Llama 3 does lets the tiny model run with that default template.
+_LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_LLAVA_SPECIALS = (
+    "<|begin_of_text|>",
+    "<|end_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+    "<image>",
+    "<unk>",
+)
+
+
+def build_llava_llama3_tokenizer(template: str) -> Any:
+    """A word-level tokenizer that splits as Llava-Llama-3's does (same special tokens, BOS first,
+    Llama 3's pre-tokenizer), with the template's pieces and the demo words in its vocabulary."""
+    import re
+
+    tokenizers = _lib("tokenizers")
+    transformers = _lib("transformers")
+
+    split = tokenizers.pre_tokenizers.Split(tokenizers.Regex(_LLAMA3_SPLIT), behavior="isolated")
+    vocab = {token: i for i, token in enumerate(_LLAVA_SPECIALS)}
+    for segment in re.split("|".join(map(re.escape, _LLAVA_SPECIALS)), template.replace("{}", "")):
+        for piece, _ in split.pre_tokenize_str(segment):
+            vocab.setdefault(piece, len(vocab))
+    for word in _WORDS.split():
+        vocab.setdefault(word, len(vocab))
+        vocab.setdefault(" " + word, len(vocab))
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = split
+    tok.add_special_tokens(list(_LLAVA_SPECIALS))
+    tok.post_processor = tokenizers.processors.TemplateProcessing(
+        single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", 0)]
+    )
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|begin_of_text|>",
+        eos_token="<|eot_id|>",
+        pad_token="<|end_of_text|>",
+        unk_token="<unk>",
+    )
+
+
+def build_hunyuanvideo_i2v() -> Any:
+    """HunyuanVideo-I2V (the 16-channel checkpoint): a Llava text encoder that reads the image as
+    576 tokens inside the library's default prompt template, CLIP pooled text, a guidance-embedded
+    transformer whose first latent frame is the image's latent (token_replace)."""
+    diffusers = _lib("diffusers")
+    transformers = _lib("transformers")
+    # The pipeline's own default template, which the runner leaves in place.
+    template = _lib("diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video_image2video").DEFAULT_PROMPT_TEMPLATE
+
+    tokenizer = build_llava_llama3_tokenizer(str(template["template"]))
+    tokenizer_2 = build_tokenizer(model_max_length=77)
+    # 24x24 pixels in patches of 1: the 576 image tokens the default template reserves.
+    side = 24
+    _seeded()
+    text_encoder = transformers.LlavaForConditionalGeneration(
+        transformers.LlavaConfig(
+            text_config=transformers.LlamaConfig(
+                bos_token_id=0,
+                eos_token_id=4,
+                pad_token_id=1,
+                hidden_size=16,
+                intermediate_size=37,
+                num_attention_heads=4,
+                num_key_value_heads=4,
+                num_hidden_layers=2,
+                vocab_size=len(tokenizer),
+                # 256 prompt tokens plus the template, with <image> expanded to 576.
+                max_position_embeddings=1024,
+            ),
+            vision_config=transformers.CLIPVisionConfig(
+                hidden_size=8,
+                intermediate_size=37,
+                projection_dim=32,
+                num_attention_heads=4,
+                num_hidden_layers=2,
+                image_size=side,
+                patch_size=1,
+            ),
+            image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+            pad_token_id=1,
+        )
+    )
+    return diffusers.HunyuanVideoImageToVideoPipeline(
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        transformer=_hunyuan_transformer(image_condition_type="token_replace"),
+        vae=_hunyuan_vae(),
+        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(shift=7.0),
+        text_encoder_2=_hunyuan_clip_text(tokenizer_2),
+        tokenizer_2=tokenizer_2,
+        image_processor=transformers.CLIPImageProcessor(crop_size=side, size=side),
     )
 
 
@@ -633,6 +750,7 @@ BUILDERS: dict[str, Callable[[], Any]] = {
     "easyanimate-t2v": build_easyanimate_t2v,
     "easyanimate-inp": build_easyanimate_inp,
     "hunyuanvideo-t2v": build_hunyuanvideo_t2v,
+    "hunyuanvideo-i2v": build_hunyuanvideo_i2v,
 }
 
 

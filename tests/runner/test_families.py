@@ -1,13 +1,25 @@
 """Every supported diffusers video family, end to end through the runner with a tiny random-weight
 model built offline: an awkward size and frame count go in, the adjustment is reported, and the
 decoded video matches the result exactly (frames, size, fps); progress goes through every stage;
-for image-to-video the input image reaches the first frame.
+for image-to-video the first frame comes from the input image.
+
+Random weights cannot reproduce an image, so "the first frame comes from the input" is proven by
+what does hold for them:
+
+- the frame the pipeline's VAE encodes as the video's first frame (its image conditioning) is the
+  input image, laid out as given: a four-colour pattern and its mirror image are told apart
+  quadrant by quadrant, so a dropped, flipped, rotated, channel-swapped or misplaced image fails;
+- that conditioning decides the decoded MP4's first frame: the same spec run again gives a
+  bit-identical first frame, the mirrored image a different one;
+- where the first latent frame is the image's own and is decoded from it alone (Wan 2.2 TI2V),
+  the first frame does not depend on the seed at all: another seed gives the same first frame.
 
 Each tiny model is built once per session (tmp), on first use.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import subprocess
@@ -36,6 +48,10 @@ class Case:
     ask: dict[str, int]  # the awkward numbers asked for
     expect: tuple[int, int, int]  # width, height, frames produced
     adjustments: list[str] = field(default_factory=list)
+    # The first latent frame is the image's latent and the VAE decodes frame 0 from it alone.
+    first_frame_ignores_seed: bool = False
+    # The pipeline draws from torch's global generator, which spec.seed does not set.
+    draws_global_rng: bool = False
 
     @property
     def id(self) -> str:
@@ -77,6 +93,8 @@ CASES = [
             "numFrames 12 -> 13 (Wan 2.2 TI2V needs 4k+1 frames)",
             "height 80 -> 64 (Wan 2.2 TI2V needs a multiple of 32)",
         ],
+        # expand_timesteps: frame 0 of the latents is the image's, and Wan's causal VAE decodes it alone.
+        first_frame_ignores_seed=True,
     ),
     Case(
         "ltx",
@@ -135,7 +153,8 @@ CASES = [
     ),
     # No temporal compression, sides of 8: any frame count; 76 is not a multiple of 8 (the contract
     # allows 8s only), so the awkward part is the frame count the others would bend: it is kept.
-    Case("i2vgen-xl", I2V, {"width": 72, "height": 64, "numFrames": 6}, (72, 64, 6), []),
+    # I2VGen-XL samples its image latents with `latent_dist.sample()` and no generator.
+    Case("i2vgen-xl", I2V, {"width": 72, "height": 64, "numFrames": 6}, (72, 64, 6), [], draws_global_rng=True),
     Case(
         "easyanimate-t2v",
         T2V,
@@ -159,6 +178,16 @@ CASES = [
         {"width": 72, "height": 64, "numFrames": 10},
         (64, 64, 9),
         ["numFrames 10 -> 9 (HunyuanVideo needs 4k+1 frames)", "width 72 -> 64 (HunyuanVideo needs a multiple of 16)"],
+    ),
+    Case(
+        "hunyuanvideo-i2v",
+        I2V,
+        {"width": 72, "height": 64, "numFrames": 10},
+        (64, 64, 9),
+        [
+            "numFrames 10 -> 9 (HunyuanVideo I2V needs 4k+1 frames)",
+            "width 72 -> 64 (HunyuanVideo I2V needs a multiple of 16)",
+        ],
     ),
 ]
 
@@ -205,14 +234,52 @@ def stages_in(records: list[logging.LogRecord]) -> tuple[list[str], list[str]]:
     return stages, steps
 
 
-def png(color: tuple[int, int, int], width: int = 96, height: int = 64) -> bytes:
+Color = tuple[int, int, int]
+# Top-left, top-right, bottom-left, bottom-right: no two alike, no symmetry, every channel used.
+PATTERN: tuple[Color, Color, Color, Color] = ((220, 30, 30), (30, 200, 30), (30, 30, 220), (220, 220, 30))
+MIRRORED: tuple[Color, Color, Color, Color] = (PATTERN[1], PATTERN[0], PATTERN[3], PATTERN[2])
+
+
+def png(quadrants: tuple[Color, Color, Color, Color], width: int = 96, height: int = 64) -> bytes:
+    """An image of four coloured quadrants (wider than the videos: the runner crops it to their aspect
+    ratio about the centre, which keeps the quadrants' corner in the middle)."""
     import io
 
     from PIL import Image
 
+    img = Image.new("RGB", (width, height))
+    for i, color in enumerate(quadrants):
+        left, top = (i % 2) * width // 2, (i // 2) * height // 2
+        img.paste(color, (left, top, left + width // 2, top + height // 2))
     buf = io.BytesIO()
-    Image.new("RGB", (width, height), color).save(buf, format="PNG")
+    img.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def quadrant_colors(frame: np.ndarray[Any, Any]) -> list[list[float]]:
+    """Mean colour of each quadrant's inner half (away from resampling at the edges), 0..255."""
+    h, w = frame.shape[:2]
+    rows = [slice(h // 8, 3 * h // 8), slice(5 * h // 8, 7 * h // 8)]
+    cols = [slice(w // 8, 3 * w // 8), slice(5 * w // 8, 7 * w // 8)]
+    return [[round(float(c), 1) for c in frame[r, c].reshape(-1, 3).mean(axis=0)] for r in rows for c in cols]
+
+
+def spy_on_vae_encode(model: Path, monkeypatch: pytest.MonkeyPatch) -> list[np.ndarray[Any, Any]]:
+    """Record the first frame of every batch of pixels the model's VAE encodes (the image conditioning of
+    every image-to-video pipeline here) as HxWx3 in 0..255; the real encode runs as always."""
+    import diffusers
+
+    vae_class = getattr(diffusers, json.loads((model / "vae" / "config.json").read_text())["_class_name"])
+    encode = vae_class.encode
+    seen: list[np.ndarray[Any, Any]] = []
+
+    def recording_encode(self: Any, x: Any, *args: Any, **kwargs: Any) -> Any:
+        first = x[0, :, 0] if x.ndim == 5 else x[0]  # (B, C, T, H, W) video or (B, C, H, W) image
+        seen.append(((first.detach().float().clamp(-1, 1) + 1) * 127.5).permute(1, 2, 0).cpu().numpy())
+        return encode(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(vae_class, "encode", recording_encode)
+    return seen
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -225,51 +292,108 @@ def test_family_end_to_end(
     s3_client: S3Client,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     model = family_model(case.family)
-    spec: dict[str, Any] = {
-        "model": str(model),
-        "task": case.task,
-        "prompt": PROMPT,
-        "fps": 12,
-        "steps": 2,
-        "seed": 5,
-        "output": {"bucket": bucket},
-        **case.ask,
-    }
-    colors = [(220, 30, 30), (30, 30, 220)] if case.task == I2V else [None]
-    first_frames = []
-    for i, color in enumerate(colors):
-        if color is not None:
-            s3_client.put_object(Bucket=bucket, Key=f"in/{i}.png", Body=png(color))
-            spec["image"] = f"s3://{bucket}/in/{i}.png"
-        spec["output"] = {"bucket": bucket, "key": f"out/{case.id}-{i}.mp4"}
+    width, height, frames = case.expect
+    encoded = spy_on_vae_encode(model, monkeypatch) if case.task == I2V else []
+
+    def run(name: str, image: tuple[Color, Color, Color, Color] | None = None, seed: int = 5) -> np.ndarray[Any, Any]:
+        """Run the case's spec, check the result and the video against it; the MP4's first frame."""
+        spec: dict[str, Any] = {
+            "model": str(model),
+            "task": case.task,
+            "prompt": PROMPT,
+            "fps": 12,
+            "steps": 2,
+            "seed": seed,
+            "output": {"bucket": bucket, "key": f"out/{case.id}-{name}.mp4"},
+            **case.ask,
+        }
+        if image is not None:
+            s3_client.put_object(Bucket=bucket, Key=f"in/{name}.png", Body=png(image))
+            spec["image"] = f"s3://{bucket}/in/{name}.png"
+        if case.draws_global_rng:
+            import torch
+
+            # Fixed so that the runs below differ only in what each comparison is about.
+            torch.manual_seed(0)
         caplog.clear()
+        encoded.clear()
         with caplog.at_level(logging.INFO, logger="videogen_runner"):
             code, message = run_inprocess(spec, s3_env)
 
         assert code == 0, message
         result = api.RunnerResult.model_validate(message)
         assert result.adjustments == case.adjustments
-        width, height, frames = case.expect
         out = result.output
         assert (out.width, out.height, out.frames, out.fps) == (width, height, frames, 12)
-        path, _ = download(s3_client, bucket, f"out/{case.id}-{i}.mp4", tmp_path / f"{i}.mp4")
+        path, _ = download(s3_client, bucket, f"out/{case.id}-{name}.mp4", tmp_path / f"{name}.mp4")
         info = probe(path)
         assert (info.width, info.height, info.frames, info.fps) == (width, height, frames, 12), (
             "the video is the status"
         )
-
         stages, steps = stages_in(caplog.records)
         assert stages == ["loading", "generating", "encoding", "uploading", "done"]
         assert steps[-2:] == ["generating 1/2", "generating 2/2"]
-        first_frames.append(first_frame(path, width, height))
+        if image is not None:
+            assert encoded, "the pipeline encoded no image"
+            for frame in encoded:
+                assert frame.shape == (height, width, 3)
+                assert np.allclose(quadrant_colors(frame), image, atol=12), (
+                    f"the conditioning frame is the input image as given: {quadrant_colors(frame)} vs {image}"
+                )
+        return first_frame(path, width, height)
 
-    if case.task == I2V:
-        # Same seed, same prompt, another input image: a different first frame. Random weights cannot
-        # reproduce the image, but without it reaching the pipeline both runs would be bit-identical.
-        red, blue = first_frames
-        assert float(np.abs(red - blue).max()) > 0, "the input image reaches the video"
+    if case.task == T2V:
+        run("video")
+        return
+    given = run("pattern", PATTERN)
+    again = run("again", PATTERN, seed=6 if case.first_frame_ignores_seed else 5)
+    mirrored = run("mirrored", MIRRORED)
+
+    if case.first_frame_ignores_seed:
+        assert np.array_equal(given, again), "another seed, the same first frame: it is the image's alone"
+    else:
+        assert np.array_equal(given, again), "the same spec gives the same first frame"
+    assert float(np.abs(given - mirrored).mean()) > 0, "the mirrored image gives another first frame"
+
+
+@pytest.mark.parametrize(("width", "height"), [(112, 64), (64, 144)])
+def test_hunyuanvideo_i2v_serves_wide_and_tall_videos(
+    width: int,
+    height: int,
+    family_model: Callable[[str], Path],
+    run_inprocess: RunInProcess,
+    s3_env: dict[str, str],
+    bucket: str,
+    s3_client: S3Client,
+    tmp_path: Path,
+) -> None:
+    """HunyuanVideo-I2V takes any multiple of 16 in diffusers 0.42 (its Llava encoder crops the image
+    itself), and the runner crops the 3:2 image to the video's aspect ratio: nothing to adjust or refuse."""
+    s3_client.put_object(Bucket=bucket, Key="in/pattern.png", Body=png(PATTERN))
+    spec = {
+        "model": str(family_model("hunyuanvideo-i2v")),
+        "task": I2V,
+        "prompt": PROMPT,
+        "image": f"s3://{bucket}/in/pattern.png",
+        "width": width,
+        "height": height,
+        "numFrames": 5,
+        "steps": 2,
+        "output": {"bucket": bucket, "key": "out/aspect.mp4"},
+    }
+
+    code, message = run_inprocess(spec, s3_env)
+
+    assert code == 0, message
+    result = api.RunnerResult.model_validate(message)
+    assert result.adjustments == []
+    path, _ = download(s3_client, bucket, "out/aspect.mp4", tmp_path / "aspect.mp4")
+    info = probe(path)
+    assert (result.output.width, result.output.height, result.output.frames) == (width, height, 5)
+    assert (info.width, info.height, info.frames) == (width, height, 5)
 
 
 @pytest.mark.parametrize(
