@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final
 
 from videogen_api import catalog as cat
@@ -420,6 +421,15 @@ def model_identity(model: dict[str, Any]) -> api.ModelIdentity | None:
     return None
 
 
+def _parse_time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
 def _progress_text(status: dict[str, Any]) -> str:
     """Download progress for a waiting job's message, in steps of 10%: every waiting job's status is
     rewritten when its message changes, so a loader's progress every 2 s must not become N writes."""
@@ -430,9 +440,14 @@ def _progress_text(status: dict[str, Any]) -> str:
 
 
 def resolve_job_model(
-    namespace: str, spec: api.VideoGenJobSpec, model: dict[str, Any] | None, settings: OperatorSettings
+    namespace: str,
+    spec: api.VideoGenJobSpec,
+    model: dict[str, Any] | None,
+    settings: OperatorSettings,
+    created: datetime | None = None,
 ) -> ModelDecision:
-    """What spec.model means for a job in `namespace`, given the VideoGenModel of that name (if any)."""
+    """What spec.model means for a job in `namespace` (created at `created`), given the VideoGenModel of
+    that name (if any)."""
     if not cat.is_catalog_name(spec.model):
         if settings.allow_unlisted_models:
             return ModelDecision(unlisted=True)
@@ -449,7 +464,9 @@ def resolve_job_model(
             wait=f"VideoGenModel {name!r} does not exist (yet); the job waits for it (kubectl get videogenmodels)"
         )
     meta = model.get("metadata") or {}
-    if meta.get("deletionTimestamp"):
+    deleting = _parse_time(meta.get("deletionTimestamp"))
+    if deleting is not None and (created is None or created >= deleting):
+        # Jobs accepted before the deletion keep the model (its finalizer waits for them); new ones fail.
         return ModelDecision(
             fail=(api.Reason.MODEL_UNAVAILABLE, f"spec.model: VideoGenModel {name!r} is being deleted")
         )

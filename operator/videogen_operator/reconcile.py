@@ -281,7 +281,10 @@ class Reconciler:
         A catalog model's revision is part of the hash. Once the runner Job exists, the revision is
         the one in its (immutable) pod template, so an upgrade of the model mid-run never changes the
         hash a running job verifies its output under. Refusals raise SpecError with the model reason."""
-        decision = resolve_job_model(ref.namespace, spec, self.views.model(spec.model), self.settings)
+        created = parse_time(
+            (self.views.vgj(ref.namespace, ref.name) or {}).get("metadata", {}).get("creationTimestamp")
+        )
+        decision = resolve_job_model(ref.namespace, spec, self.views.model(spec.model), self.settings, created)
         pinned = identity_of_job(job)
         if pinned is not None:
             return decision, api.spec_hash(spec, pinned)

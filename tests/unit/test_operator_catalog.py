@@ -265,3 +265,16 @@ def test_a_new_revision_request_gets_a_new_loader_and_other_edits_do_not() -> No
 def test_emptydir_cannot_hold_a_catalog() -> None:
     assert catalog.catalog_unavailable(OperatorSettings()) is not None
     assert catalog.catalog_unavailable(OperatorSettings(model_cache={"type": "pvc", "claim_name": "c"})) is None
+
+
+def test_a_model_being_deleted_serves_the_jobs_accepted_before_and_refuses_new_ones() -> None:
+    deleting = model()
+    deleting["metadata"]["deletionTimestamp"] = stamp(NOW + timedelta(minutes=5))
+    older, newer = vgj("older", 0, model="wan-tiny"), vgj("newer", 10, model="wan-tiny")
+    r, fake = setup([older, newer], [deleting])
+    r.reconcile(NS, "older")
+    r.reconcile(NS, "newer")
+    assert status_of(r, "older")["reason"] == "Queued"  # its model's finalizer waits for it
+    s = status_of(r, "newer")
+    assert (s["phase"], s["reason"]) == ("Failed", "ModelUnavailable")
+    assert "'wan-tiny' is being deleted" in s["message"]
