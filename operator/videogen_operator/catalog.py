@@ -465,7 +465,7 @@ def resolve_job_model(
         )
     meta = model.get("metadata") or {}
     deleting = _parse_time(meta.get("deletionTimestamp"))
-    if deleting is not None and (created is None or created >= deleting):
+    if deleting is not None and (created is None or created > deleting):
         # Jobs accepted before the deletion keep the model (its finalizer waits for them); new ones fail.
         return ModelDecision(
             fail=(api.Reason.MODEL_UNAVAILABLE, f"spec.model: VideoGenModel {name!r} is being deleted")
