@@ -28,9 +28,11 @@ venv: uv
 binaries:
 	@hack/build-binaries.sh >/dev/null
 
-# promtool and the gopher-lua health harness: a cache of their own, so the cluster binaries never rebuild for them.
+# promtool and the gopher-lua health harness: a cache of their own, so the cluster binaries never rebuild for them;
+# and Kueue's CRDs (from its Go module) for the tests that play Kueue's part.
 tools:
 	@hack/build-tools.sh >/dev/null
+	@hack/fetch-kueue-crds.sh >/dev/null
 
 crds: venv
 	$(PY) -m videogen_api.crd --out crds/videogenjobs.yaml --models-out crds/videogenmodels.yaml

@@ -1,6 +1,7 @@
 """Locates (building on first use, with hack/build-tools.sh) the Go-built test tools:
 promtool (checks alert rules) and luahealth (runs Argo CD health Lua in gopher-lua).
-Kept apart from the cluster binaries so that their cache key never changes for these."""
+Kept apart from the cluster binaries so that their cache key never changes for these.
+Also Kueue's CRDs, fetched from its Go module by hack/fetch-kueue-crds.sh (`make tools`)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,21 @@ def tool(name: str) -> Path:
         path = _run(name) / name
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing after {BUILD_SCRIPT} {name}")
+    return path
+
+
+KUEUE_CRDS_SCRIPT = REPO_ROOT / "hack" / "fetch-kueue-crds.sh"
+
+
+@functools.cache
+def kueue_crd(plural: str) -> Path:
+    """The YAML of Kueue's `<plural>.kueue.x-k8s.io` CRD at the version the script pins (fetched on first use)."""
+    result = subprocess.run(["bash", str(KUEUE_CRDS_SCRIPT)], stdout=subprocess.PIPE, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{KUEUE_CRDS_SCRIPT} failed (exit {result.returncode}); its log is above")
+    path = Path(result.stdout.strip().splitlines()[-1]) / f"kueue.x-k8s.io_{plural}.yaml"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing after {KUEUE_CRDS_SCRIPT}")
     return path
 
 

@@ -12,8 +12,9 @@ import sys
 import kopf
 from kopf._core.engines.peering import Identity  # kopf.run takes it; not re-exported
 
-from videogen_operator import handlers  # noqa: F401  (registers the handlers)
+from videogen_operator import handlers  # registers the handlers on import
 from videogen_operator.activity import own_identity, start_priority
+from videogen_operator.kube import load_client_config
 from videogen_operator.logs import configure_logging
 from videogen_operator.settings import load_settings
 
@@ -28,6 +29,8 @@ def main() -> int:
     # Our identity and priority in kopf's peering, known to us too: the periodic work
     # asks the peering object whether this replica is the active one (activity.py).
     identity, priority = own_identity(), start_priority()
+    load_client_config()
+    handlers.watch_kueue_workloads(settings)
     kopf.run(
         clusterwide=settings.clusterwide,
         namespaces=settings.namespaces,

@@ -23,10 +23,10 @@ import kopf
 
 from videogen_api import catalog as cat
 from videogen_api import v1alpha1 as api
-from videogen_operator import metrics
+from videogen_operator import kueue, metrics
 from videogen_operator.activity import is_active, own_identity, start_priority
 from videogen_operator.dispatch import Coalescer
-from videogen_operator.kube import Kube, is_transient, load_client_config
+from videogen_operator.kube import Kube, is_transient, load_client_config, may_watch
 from videogen_operator.manifests import OWNER_ANNOTATION
 from videogen_operator.model_reconcile import ModelReconciler
 from videogen_operator.phases import now_utc
@@ -190,6 +190,13 @@ async def model_index(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
     return {body.metadata.name or "": slim_model(body)}
 
 
+# Kueue's Workloads of our runner Jobs (registered by watch_kueue_workloads): why Kueue holds a job
+# (quota, eviction) reaches its status from this view at no read per reconcile.
+async def workload_index(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+    job_uid = kueue.job_uid_of(body)
+    return {job_uid: kueue.slim_workload(body)} if job_uid and kueue.is_runner_workload(body) else {}
+
+
 @kopf.index("", "v1", "events")
 async def failed_create_index(body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
     involved = body.get("involvedObject") or {}
@@ -246,6 +253,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: An
         kwargs["pod_index"],
         kwargs["failed_create_index"],
         kwargs["model_index"],
+        kwargs.get("workload_index"),  # absent where Workloads are not watched (watch_kueue_workloads)
     )
     identity = str(memo.get("identity") or own_identity())
     priority = int(memo.get("priority") or start_priority())
@@ -331,6 +339,41 @@ async def pod_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     key = _owner_key(body)
     if key:
         await _runtime(memo).dispatch.kick(key)
+
+
+async def workload_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Kueue changed a Workload of one of our runner Jobs: reconcile its VideoGenJob."""
+    key = kueue.owner_key(body) if kueue.is_runner_workload(body) else None
+    if key:
+        await _runtime(memo).dispatch.kick(key)
+
+
+def watch_kueue_workloads(settings: OperatorSettings) -> bool:
+    """Watch Kueue's Workloads (the index and the event handler above) where the operator may.
+
+    Registered before kopf starts, and only when RBAC allows list and watch: kopf holds every
+    handler until each index has listed once, and a forbidden watch gives up after its retries, so
+    it would hold every event-driven reconcile for good (only the periodic sweep would still move
+    jobs; tests/integration/test_operator_kueue.py shows it). Without the watch, a Kueue job's
+    status says less and its LocalQueue is read instead.
+    Versionless on purpose: kopf watches the version the cluster prefers (v1beta2 from Kueue
+    v0.15, v1beta1 before), whose conditions read the same. Where Kueue is not installed kopf only
+    logs "Unresolved resources cannot be served" and the view stays empty; kopf watches CRDs, so a
+    Kueue installed later is picked up without a restart. Workloads carry none of the Job's labels,
+    so the server cannot filter them: every Workload streams in, and only ours (our pod template,
+    which Kueue copies into the Workload) are kept."""
+    namespaces = None if settings.clusterwide else list(settings.namespaces)
+    try:
+        allowed = may_watch(kueue.GROUP, kueue.WORKLOADS, namespaces)
+    except Exception as err:  # an unanswered question is a no: the operator must start
+        log.warning("could not ask whether Kueue Workloads may be watched (%s); not watching them", err)
+        return False
+    if not allowed:
+        log.warning("not allowed to list and watch workloads.kueue.x-k8s.io: Kueue's reasons will not reach job status")
+        return False
+    kopf.index(kueue.GROUP, kueue.WORKLOADS)(workload_index)
+    kopf.on.event(kueue.GROUP, kueue.WORKLOADS)(workload_event)
+    return True
 
 
 def _deletes_outputs(spec: kopf.Spec, **_: Any) -> bool:

@@ -13,6 +13,7 @@ rare cases that must not trust a cache (is a Job really gone?).
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import json
 import logging
 import socket
@@ -83,6 +84,27 @@ def load_client_config() -> None:
     configuration = client.Configuration.get_default_copy()
     configuration.connection_pool_maxsize = CONNECTION_POOL_SIZE
     client.Configuration.set_default(configuration)
+
+
+def may_watch(group: str, resource: str, namespaces: list[str] | None) -> bool:
+    """Whether this identity may list and watch `resource` cluster-wide (`namespaces` None) or in each
+    namespace. SelfSubjectAccessReviews answer from RBAC alone, whether or not the resource is served."""
+    authz: Any = client.AuthorizationV1Api()
+    targets: list[str | None] = list(namespaces) if namespaces else [None]
+    for namespace in targets:
+        for verb in ("list", "watch"):
+            attributes = {"group": group, "resource": resource, "verb": verb}
+            if namespace:
+                attributes["namespace"] = namespace
+            review = {
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SelfSubjectAccessReview",
+                "spec": {"resourceAttributes": attributes},
+            }
+            answer = authz.create_self_subject_access_review(review, _request_timeout=REQUEST_TIMEOUT)
+            if not answer.status.allowed:
+                return False
+    return True
 
 
 def _unless_missing(call: Callable[[], T]) -> T | None:
@@ -386,13 +408,18 @@ class Kube:
     # ------------------------------------------------------------------ Kueue and peering
 
     def local_queue_exists(self, namespace: str, name: str) -> bool:
-        """Whether Kueue has this LocalQueue (404 also when Kueue is not installed at all)."""
-        found = _unless_missing(
-            lambda: self.custom.get_namespaced_custom_object(
-                "kueue.x-k8s.io", "v1beta1", namespace, "localqueues", name, _request_timeout=REQUEST_TIMEOUT
+        """Whether Kueue has this LocalQueue (404 also when Kueue is not installed at all).
+
+        v1beta2 first (served from Kueue v0.15, the only version from v0.18), then v1beta1 for
+        older Kueue: a second GET only where the first found nothing."""
+        get = self.custom.get_namespaced_custom_object
+        for version in ("v1beta2", "v1beta1"):
+            call = functools.partial(
+                get, "kueue.x-k8s.io", version, namespace, "localqueues", name, _request_timeout=REQUEST_TIMEOUT
             )
-        )
-        return found is not None
+            if _unless_missing(call) is not None:
+                return True
+        return False
 
     def get_peering(self, name: str, namespace: str | None) -> dict[str, Any] | None:
         """kopf's peering object (ClusterKopfPeering, or KopfPeering in `namespace`)."""

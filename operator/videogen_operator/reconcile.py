@@ -36,7 +36,7 @@ from kubernetes.client.exceptions import ApiException
 
 from videogen_api import v1alpha1 as api
 from videogen_api.catalog import is_catalog_name
-from videogen_operator import manifests, metrics
+from videogen_operator import kueue, manifests, metrics
 from videogen_operator.catalog import ModelDecision, identity_of_job, resolve_job_model
 from videogen_operator.catalog_access import CatalogAccess
 from videogen_operator.kube import Kube, api_message, is_refusal
@@ -115,10 +115,6 @@ class _Pass:
     def generation(self) -> int | None:
         value = self.body["metadata"].get("generation")
         return int(value) if value is not None else None
-
-
-def _kueue_message(spec: api.VideoGenJobSpec) -> str:
-    return f"waiting for Kueue to admit the Job in LocalQueue {spec.queue_name!r}"
 
 
 class _RefusedError(Exception):
@@ -411,12 +407,37 @@ class Reconciler:
         spec = p.spec
         assert spec.queue_name
         if self.kube.local_queue_exists(p.ref.namespace, spec.queue_name):
-            return Reason.WAITING_FOR_ADMISSION, _kueue_message(spec)
-        return (
-            Reason.LOCAL_QUEUE_MISSING,
-            f"spec.queueName: Kueue LocalQueue {spec.queue_name!r} does not exist in namespace "
-            f"{p.ref.namespace!r} (or Kueue is not installed); the Job waits suspended until it does",
+            return Reason.WAITING_FOR_ADMISSION, kueue.waiting_message(spec.queue_name)
+        return Reason.LOCAL_QUEUE_MISSING, kueue.missing_queue_message(
+            spec.queue_name, p.ref.namespace, kueue_installed=False
         )
+
+    def _wait_for_kueue(self, p: _Pass, base: dict[str, Any], job: dict[str, Any]) -> None:
+        """Kueue holds the Job suspended: say why in Kueue's words, from its Workload's conditions.
+
+        The Workload comes from a watch-fed view (handlers.workload_index), so this costs no
+        read; the LocalQueue is read only while no Workload is known (Kueue has not made one
+        yet, or is not installed) and the job has never run. A job that has run stays
+        Running/Retrying while Kueue re-admits it: an eviction is a disruption, not an attempt."""
+        spec = p.spec
+        assert spec.queue_name
+        has_run = bool(p.status.get("startTime"))
+        workload = self.views.workload_of(job)
+        if workload is not None:
+            wait = kueue.describe_wait(workload, spec.queue_name, p.ref.namespace, has_run=has_run)
+            reason, message = wait.reason, wait.message
+            if wait.eviction is not None:
+                e = wait.eviction
+                # Kept in lastFailure, timed by Kueue's condition (a stable value: no rewrite per pass).
+                base["lastFailure"] = Failure(e.reason, e.message, DISRUPTION, time=parse_time(e.time)).to_status(p.now)
+        elif has_run:
+            again = kueue.waiting_message(spec.queue_name, again=True)
+            reason, message = Reason.RETRYING, f"suspended by Kueue; {again}"
+        else:
+            reason, message = self._kueue_state(p)
+        phase = Phase.RUNNING if has_run else Phase.QUEUED
+        # New wording is news; a count that moves with the queue waits for the write interval.
+        self._move(p, base, phase, reason, message, force=not kueue.same_wording(p.status.get("message"), message))
 
     def _cache_hit(self, ref: JobRef, spec: api.VideoGenJobSpec, digest: str) -> dict[str, Any] | None:
         # Only results the operator verified itself, within the cache's scope (never other jobs' status).
@@ -499,7 +520,9 @@ class Reconciler:
 
     def _with_job(self, p: _Pass, view: JobView, job: dict[str, Any]) -> None:
         spec, status = p.spec, p.status
-        base = dict(status, jobName=manifests.child_name(p.ref), attempts=view.attempts)
+        # Never fewer than recorded: the pods a suspension (Kueue's eviction) deleted leave no count on the Job.
+        attempts = max(view.attempts, int(status.get("attempts") or 0))
+        base = dict(status, jobName=manifests.child_name(p.ref), attempts=attempts)
         if view.current_pod:
             base["podName"] = view.current_pod
         if view.last_failure:
@@ -533,8 +556,7 @@ class Reconciler:
                 if suspended_since(status) is not None:
                     self.kube.set_job_suspended(p.ref.namespace, base["jobName"], False)
                 resumed = set_suspended(base, False, "resumed; waiting for Kueue", p.now, p.generation)
-                reason, message = self._kueue_state(p)
-                self._move(p, resumed, Phase.QUEUED, reason, message)
+                self._wait_for_kueue(p, resumed, job)
             else:
                 # Resuming takes a GPU slot again, so it goes through admission.
                 p.outcome.needs_admission = True

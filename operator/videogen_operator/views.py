@@ -1,4 +1,5 @@
-"""In-memory views of VideoGenJobs, runner Jobs and runner Pods, kept by kopf's watches.
+"""In-memory views of VideoGenJobs, runner Jobs and runner Pods (and Kueue's Workloads of those
+Jobs), kept by kopf's watches.
 
 kopf indices are the informer: each watch does one paginated LIST at start-up
 (`settings.watching.chunk_size`), then streams changes, and kopf does not run any
@@ -149,8 +150,11 @@ class Views:
         pods: Mapping[Any, Iterable[dict[str, Any]]],
         failed_creates: Mapping[Any, Iterable[dict[str, Any]]] | None = None,
         models: Mapping[Any, Iterable[dict[str, Any]]] | None = None,
+        workloads: Mapping[Any, Iterable[dict[str, Any]]] | None = None,
     ) -> None:
         self._models = models if models is not None else {}
+        # Kueue's Workloads of our runner Jobs, by Job uid (empty where Kueue is not installed).
+        self._workloads = workloads if workloads is not None else {}
         self._vgjs = vgjs
         self._jobs = jobs
         self._pods = pods
@@ -244,6 +248,18 @@ class Views:
             return []
         uid = (job.get("metadata") or {}).get("uid")
         return list(self._pods.get(uid) or []) if uid else []
+
+    def workload_of(self, job: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Kueue's Workload for this runner Job (slimmed, see kueue.py): the one whose controller is the
+        Job's uid, in the Job's namespace; the newest when Kueue briefly has two."""
+        meta = (job or {}).get("metadata") or {}
+        uid = meta.get("uid")
+        if not uid:
+            return None
+        found = [
+            w for w in list(self._workloads.get(uid) or []) if w["metadata"].get("namespace") == meta.get("namespace")
+        ]
+        return max(found, key=lambda w: (str(w["metadata"].get("creationTimestamp") or ""), _rv(w)), default=None)
 
     def failed_creates(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
         """FailedCreate Events the Job controller posted on this Job (e.g. a quota or webhook refusal)."""

@@ -10,8 +10,9 @@ import yaml
 
 from videogen_api import v1alpha1 as api
 from videogen_devcluster.operator_process import BUCKET, TINY_MODELS
+from videogen_devcluster.tools import kueue_crd
 
-__all__ = ["BUCKET", "TINY_I2V", "TINY_T2V", "Jobs", "tiny_job"]
+__all__ = ["BUCKET", "TINY_I2V", "TINY_T2V", "Jobs", "install_kueue_crd", "local_queue", "tiny_job"]
 
 TINY_T2V = f"hf://{TINY_MODELS['wan-t2v']}"
 TINY_I2V = f"hf://{TINY_MODELS['wan-i2v']}"
@@ -86,3 +87,34 @@ def tiny_job(name: str, **spec: Any) -> dict[str, Any]:
     }
     base.update(spec)
     return {"apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": {"name": name}, "spec": base}
+
+
+def install_kueue_crd(devcluster: Any, plural: str) -> None:
+    """One of Kueue's own CRDs (hack/fetch-kueue-crds.sh), installed and Established; no Kueue controller
+    runs: the tests play its part. Server-side apply: the Workload CRD is too big for the annotation."""
+    applied = devcluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(kueue_crd(plural)))
+    assert applied.returncode == 0, applied.stderr
+    established = '{.status.conditions[?(@.type=="Established")].status}'
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # `kubectl wait` fails outright while the CRD has no conditions yet
+        got = devcluster.kubectl("get", "crd", f"{plural}.kueue.x-k8s.io", "-o", f"jsonpath={established}")
+        if got.stdout.strip() == "True":
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"Kueue's {plural} CRD was not Established within 120s")
+
+
+def local_queue(devcluster: Any, namespace: str, name: str) -> None:
+    """A Kueue LocalQueue `name` in `namespace` (Kueue's CRD; the operator only asks whether it exists)."""
+    install_kueue_crd(devcluster, "localqueues")
+    queue = {
+        "apiVersion": "kueue.x-k8s.io/v1beta2",
+        "kind": "LocalQueue",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"clusterQueue": "gpu-cq"},
+    }
+    for _ in range(30):  # a CRD just Established may take a moment to be served everywhere
+        if devcluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(queue)).returncode == 0:
+            return
+        time.sleep(1)
+    raise AssertionError(f"LocalQueue {namespace}/{name} could not be created")

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import pytest
-from operator_support import Jobs, tiny_job
+from operator_support import Jobs, local_queue, tiny_job
 
 from videogen_api import v1alpha1 as api
 
@@ -50,35 +50,6 @@ def test_cap_of_one_runs_three_jobs_one_after_another(jobs: Jobs, start_operator
     assert any("position" in m and "cap: 1 running cluster-wide" in m for m in queued_messages)
     finished = sorted(names, key=lambda n: jobs.status(n)["completionTime"])
     assert finished == names, "jobs run in creation order"
-
-
-# Kueue's LocalQueue API, reduced to what the operator looks at (does the queue exist?).
-LOCAL_QUEUE_CRD = """
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: localqueues.kueue.x-k8s.io}
-spec:
-  group: kueue.x-k8s.io
-  scope: Namespaced
-  names: {plural: localqueues, singular: localqueue, kind: LocalQueue}
-  versions:
-    - name: v1beta1
-      served: true
-      storage: true
-      schema:
-        openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
-"""
-
-
-def local_queue(devcluster: Any, namespace: str, name: str) -> None:
-    for manifest in (
-        LOCAL_QUEUE_CRD,
-        f"apiVersion: kueue.x-k8s.io/v1beta1\nkind: LocalQueue\nmetadata: {{name: {name}, namespace: {namespace}}}\n",
-    ):
-        for _ in range(30):  # the CRD needs a moment to be served
-            if devcluster.kubectl("apply", "-f", "-", input=manifest).returncode == 0:
-                break
-            time.sleep(1)
 
 
 def test_a_missing_local_queue_is_on_the_job_and_in_a_warning(jobs: Jobs, start_operator: Any) -> None:

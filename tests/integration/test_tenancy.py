@@ -91,6 +91,22 @@ def can_i(dc: DevCluster, who: str, verb: str, resource: str, namespace: str | N
     return result.stdout.strip() == "yes"
 
 
+def can_i_on(dc: DevCluster, who: str, verb: str, group: str, resource: str, namespace: str) -> bool:
+    """A SubjectAccessReview for a resource the API server may not serve (Kueue's, where Kueue is not
+    installed): `kubectl auth can-i` needs discovery to resolve the group, RBAC does not."""
+    review = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SubjectAccessReview",
+        "spec": {
+            "user": who,
+            "resourceAttributes": {"verb": verb, "group": group, "resource": resource, "namespace": namespace},
+        },
+    }
+    result = dc.kubectl("create", "-f", "-", "-o", "json", input=json.dumps(review))
+    assert result.returncode == 0, result.stderr
+    return bool(json.loads(result.stdout)["status"].get("allowed"))
+
+
 def apply_chart_rbac(dc: DevCluster, *sets: str) -> None:
     args = ["template", "videogen", str(CHART), "-n", "videogen-system", "--kube-version", "1.35.4"]
     args += ["-s", "templates/rbac.yaml"]
@@ -262,6 +278,9 @@ def test_a_tenant_runs_a_job_and_holds_no_platform_credentials(
     }
     for (verb, resource, where), expected in operator_matrix.items():
         assert can_i(dc, OPERATOR_SA, verb, resource, where) is expected, (verb, resource, where)
+    # Kueue's Workloads: watched (their conditions reach the job's status), never written.
+    for verb, expected in [("list", True), ("watch", True), ("patch", False), ("delete", False)]:
+        assert can_i_on(dc, OPERATOR_SA, verb, "kueue.x-k8s.io", "workloads", ns) is expected, verb
 
     # Namespaced mode: Roles only in the watched namespaces.
     apply_chart_rbac(dc, f"watchNamespaces={{{ns}}}")
@@ -269,6 +288,8 @@ def test_a_tenant_runs_a_job_and_holds_no_platform_credentials(
         wait_until(lambda: not can_i(dc, OPERATOR_SA, "create", "secrets", "default"), what="the ClusterRole to shrink")
         assert can_i(dc, OPERATOR_SA, "create", "secrets", ns)
         assert can_i(dc, OPERATOR_SA, "create", "jobs.batch", ns)
+        assert can_i_on(dc, OPERATOR_SA, "watch", "kueue.x-k8s.io", "workloads", ns)
+        assert not can_i_on(dc, OPERATOR_SA, "watch", "kueue.x-k8s.io", "workloads", "default")
         for verb, resource in [
             ("create", "secrets"),
             ("create", "jobs.batch"),

@@ -271,7 +271,7 @@ def test_a_model_being_deleted_serves_the_jobs_accepted_before_and_refuses_new_o
     deleting = model()
     deleting["metadata"]["deletionTimestamp"] = stamp(NOW + timedelta(minutes=5))
     older, newer = vgj("older", 0, model="wan-tiny"), vgj("newer", 10, model="wan-tiny")
-    r, fake = setup([older, newer], [deleting])
+    r, _ = setup([older, newer], [deleting])
     r.reconcile(NS, "older")
     r.reconcile(NS, "newer")
     assert status_of(r, "older")["reason"] == "Queued"  # its model's finalizer waits for it

@@ -61,7 +61,13 @@ class RecordingApi:
             else:
                 merged[key] = value
         self.statuses[name] = merged
-        meta = {"namespace": namespace, "name": name, "uid": f"uid-{name}", "resourceVersion": str(self.rv)}
+        meta = {
+            "namespace": namespace,
+            "name": name,
+            "uid": f"uid-{name}",
+            "resourceVersion": str(self.rv),
+            "generation": 1,
+        }
         return {"metadata": meta, "spec": self.specs.get(name, {}), "status": merged}
 
     def post_event(self, vgj: dict[str, Any], event_type: str, reason: str, message: str) -> None:
@@ -133,10 +139,11 @@ def setup(
     jobs: dict[str, list[dict[str, Any]]] | None = None,
     pods: dict[str, list[dict[str, Any]]] | None = None,
     api_: RecordingApi | None = None,
+    workloads: dict[str, list[dict[str, Any]]] | None = None,
     **settings: Any,
 ) -> tuple[Reconciler, RecordingApi]:
     index = {(b["metadata"]["namespace"], b["metadata"]["name"]): [b] for b in bodies}
-    views = Views(index, jobs or {}, pods or {})
+    views = Views(index, jobs or {}, pods or {}, workloads=workloads)
     fake = api_ or RecordingApi()
     fake.statuses = {b["metadata"]["name"]: dict(b["status"]) for b in bodies}
     fake.specs = {b["metadata"]["name"]: b["spec"] for b in bodies}
