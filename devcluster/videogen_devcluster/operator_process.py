@@ -104,8 +104,9 @@ CATALOG_SETTINGS = {
 }
 
 
-def create_cache_claim(dc: DevCluster, size: str = "1Gi") -> str:
-    """The operator's model-cache claim, as the chart's defaults create it (ReadWriteMany, default class)."""
+def create_cache_claim(dc: DevCluster, size: str = "200Gi") -> str:
+    """The operator's model-cache claim, as the chart's defaults create it (ReadWriteMany, default class, 200Gi:
+    the chart's own render test applies the same claim in the same cluster)."""
     claim = {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",

@@ -251,7 +251,7 @@ def test_upgrades_change_the_hash_bad_files_fail_and_deletion_waits_for_jobs(
     assert f"{team}/held" in blocked["status"]["message"]
     jobs.patch_spec("held", {"suspend": False})
     assert jobs.wait_phase("held", "Succeeded", "Failed", timeout=300)["phase"] == "Succeeded"
-    wait_until(lambda: get_model(dc, name) is None, 120, "the model to be deleted")
+    wait_until(lambda: get_model(dc, name) is None, 300, "the model to be deleted")
     assert not (root / cat.CATALOG_DIR / name).exists()
     events = kubectl_json(dc, "get", "events", "-n", "default", "--field-selector", f"involvedObject.name={name}")
     assert "InUse" in {e["reason"] for e in events["items"]}
