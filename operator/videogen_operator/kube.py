@@ -252,33 +252,26 @@ class Kube:
         self, name: str, status: dict[str, Any], resource_version: str | None = None
     ) -> dict[str, Any] | None:
         """Merge-patch a VideoGenModel's status (conditional on `resource_version` when given)."""
-        body: dict[str, Any] = {"status": status}
-        if resource_version:
-            body["metadata"] = {"resourceVersion": resource_version}
-        try:
-            patched = _unless_missing(
-                lambda: self.custom.patch_cluster_custom_object_status(
-                    api.GROUP,
-                    api.VERSION,
-                    cat.MODEL_PLURAL,
-                    name,
-                    body,
-                    _content_type=MERGE_PATCH,
-                    _request_timeout=REQUEST_TIMEOUT,
-                )
-            )
-        except ApiException as err:
-            if err.status == 409:
-                raise ConflictError(f"VideoGenModel {name} changed since resourceVersion {resource_version}") from err
-            raise
-        return dict(patched) if patched is not None else None
+        return self._patch_model(name, {"status": status}, resource_version, status_subresource=True)
 
     def set_model_finalizers(self, name: str, finalizers: list[str], resource_version: str) -> dict[str, Any] | None:
         """Replace metadata.finalizers, conditional on the resourceVersion they were computed from."""
-        body = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
+        return self._patch_model(name, {"metadata": {"finalizers": finalizers}}, resource_version)
+
+    def _patch_model(
+        self, name: str, body: dict[str, Any], resource_version: str | None, *, status_subresource: bool = False
+    ) -> dict[str, Any] | None:
+        """A merge patch of a VideoGenModel; None when it is gone, ConflictError when it changed since."""
+        if resource_version:
+            body = {**body, "metadata": {**body.get("metadata", {}), "resourceVersion": resource_version}}
+        patch = (
+            self.custom.patch_cluster_custom_object_status
+            if status_subresource
+            else self.custom.patch_cluster_custom_object
+        )
         try:
             patched = _unless_missing(
-                lambda: self.custom.patch_cluster_custom_object(
+                lambda: patch(
                     api.GROUP,
                     api.VERSION,
                     cat.MODEL_PLURAL,
