@@ -271,9 +271,15 @@ def build_loader_job(model: dict[str, Any], settings: OperatorSettings) -> dict[
 def build_remover_job(model: dict[str, Any], settings: OperatorSettings) -> dict[str, Any]:
     """The Job that reclaims a deleted model's cache space (all its revisions)."""
     meta = model["metadata"]
-    loader_spec = {"name": meta["name"], "cacheRoot": settings.model_cache.mount_path}
-    env = [{"name": cat.ENV_LOADER_SPEC, "value": json.dumps(loader_spec, separators=(",", ":"))}]
-    pod = _operator_pod(settings, [*settings.loader_command, "remove"], env, read_only=False)
+    command = [
+        *settings.loader_command,
+        "remove",
+        "--name",
+        meta["name"],
+        "--cache-root",
+        settings.model_cache.mount_path,
+    ]
+    pod = _operator_pod(settings, command, [{"name": "PYTHONUNBUFFERED", "value": "1"}], read_only=False)
     labels = _labels(meta["name"], cat.COMPONENT_REMOVER)
     # No owner reference: the model is about to go, and its Job must outlive it long enough to be read.
     return {
@@ -481,7 +487,9 @@ def resolve_job_model(
         )
     status = model.get("status") or {}
     phase = status.get("phase")
-    current = status.get("observedGeneration") == meta.get("generation")
+    # Setting deletionTimestamp bumps a custom resource's generation: a model being deleted keeps the
+    # files it had (its finalizer waits for the jobs accepted before).
+    current = status.get("observedGeneration") == meta.get("generation") or deleting is not None
     if phase == cat.ModelPhase.FAILED and current:
         why = status.get("message") or status.get("reason") or "failed"
         return ModelDecision(

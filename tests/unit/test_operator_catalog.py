@@ -278,3 +278,15 @@ def test_a_model_being_deleted_serves_the_jobs_accepted_before_and_refuses_new_o
     s = status_of(r, "newer")
     assert (s["phase"], s["reason"]) == ("Failed", "ModelUnavailable")
     assert "'wan-tiny' is being deleted" in s["message"]
+
+
+def test_the_remover_names_the_model_and_the_cache_root_on_its_command_line() -> None:
+    # The loader's `remove` takes --name/--cache-root (a full LoaderSpec is a fetch's input).
+    from videogen_runner.model_loader import build_parser
+
+    s = OperatorSettings(model_cache={"type": "pvc", "claim_name": "videogen-models"})
+    job = catalog.build_remover_job(model(), s)
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[:2] == ["videogen-model-loader", "remove"]
+    args = build_parser().parse_args(command[1:])
+    assert (args.name, str(args.cache_root)) == ("wan-tiny", "/models")
