@@ -136,3 +136,12 @@ def test_runner_image_matches_the_pods_the_operator_builds() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert values["runner"]["image"]["repository"].rsplit("/", 1)[-1] == "videogen-runner"
     assert {"torch", "diffusers", "imageio-ffmpeg"} <= _lock_has_extra("runner")
+
+
+def test_test_modules_have_unique_basenames() -> None:
+    # tests/ has no __init__.py files, so pytest imports each test file by its basename: two files with one name
+    # stop the whole collection ("import file mismatch") before a single test runs.
+    seen: dict[str, Path] = {}
+    for path in sorted((REPO / "tests").rglob("test_*.py")):
+        assert path.name not in seen, f"{path.relative_to(REPO)} and {seen[path.name].relative_to(REPO)} share a name"
+        seen[path.name] = path

@@ -1,6 +1,6 @@
 """Kueue's Workload conditions in the job's status: the pure condensing (kueue.py) and the
 reconcile that uses it, from the views (the fake API of test_operator_views_reconcile records
-calls; the integration test test_operator_kueue.py runs the same path against the real API
+calls; the integration test tests/integration/test_operator_kueue.py runs the same path against the real API
 server and Kueue's real Workload CRD). Condition messages are Kueue v0.17's own formats."""
 
 from __future__ import annotations
