@@ -41,6 +41,8 @@ _DEFAULT_SIDE = api.MAX_DIMENSION
 class Presigner(Protocol):
     def presign_op(self, operation: str, seconds: int, **params: Any) -> str: ...
 
+    def presign_parts(self, bucket: str, key: str, upload_id: str, count: int, seconds: int) -> list[str]: ...
+
     def create_multipart(self, bucket: str, key: str, content_type: str, metadata: dict[str, str]) -> str: ...
 
     def list_model(self, bucket: str, prefix: str) -> dict[str, dict[str, Any]]: ...
@@ -120,7 +122,7 @@ def build_grant(
         grant["multipart"] = {
             "uploadId": upload_id,
             "partBytes": part,
-            "parts": [store.presign_op("upload_part", seconds, PartNumber=n, **common) for n in range(1, count + 1)],
+            "parts": store.presign_parts(where.bucket, where.key, upload_id, count, seconds),
             "complete": {
                 "url": store.presign_op("complete_multipart_upload", seconds, IfNoneMatch="*", **common),
                 "headers": {"If-None-Match": "*", "Content-Type": "application/xml"},

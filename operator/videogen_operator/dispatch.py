@@ -10,11 +10,19 @@ A reconcile that fails is retried for that key alone, with exponential backoff
 a resourceVersion race is retried at once: the newer object is already in view
 or on its way. After repeated failures the error is handed to `on_error`, which
 puts it on the job's status and in a Warning Event.
+
+Urgent keys (a job seen for the first time, the admission pass) run on threads of
+their own, and while any is pending no routine reconcile starts (for at most
+URGENT_HOLD_SECONDS): the reconciles are GIL-bound, so in a burst the progress and
+phase updates of running jobs would otherwise take the CPU the next Job's creation
+needs. Routine work loses nothing by waiting: it reads the views when it runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import logging
 from collections.abc import Callable, Hashable
 
@@ -27,6 +35,9 @@ BACKOFF_MAX = 60.0
 CONFLICT_RETRY = 0.3
 # Transient errors (timeouts, 5xx, 429) are shown on the job only once they persist.
 TRANSIENT_FAILURES_SHOWN = 3
+# Routine work waits at most this long for urgent work to drain (no starvation in a long burst).
+URGENT_HOLD_SECONDS = 5.0
+URGENT_THREADS = 8
 
 
 class Coalescer:
@@ -42,9 +53,16 @@ class Coalescer:
         self._failures: dict[Hashable, int] = {}
         self._retries: dict[Hashable, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._urgent_keys: set[Hashable] = set()
+        self._urgent_pending = 0
+        self._urgent_idle = asyncio.Event()
+        self._urgent_idle.set()
+        self._urgent_pool = concurrent.futures.ThreadPoolExecutor(URGENT_THREADS, thread_name_prefix="urgent")
 
-    async def kick(self, key: Hashable) -> None:
+    async def kick(self, key: Hashable, *, urgent: bool = False) -> None:
         self._dirty.add(key)
+        if urgent:
+            self._mark_urgent(key)
         if key in self._running:
             return
         self._running.add(key)
@@ -52,7 +70,7 @@ class Coalescer:
             while key in self._dirty:
                 self._dirty.discard(key)
                 try:
-                    await asyncio.to_thread(self._work, key)
+                    await self._run(key)
                 except ConflictError:
                     log.debug("%s changed while it was reconciled; again", key)
                     self._retry_later(key, CONFLICT_RETRY)
@@ -62,6 +80,34 @@ class Coalescer:
                     self._failures.pop(key, None)
         finally:
             self._running.discard(key)
+            if key in self._urgent_keys:  # marked, but its run had started: nothing left to do for it
+                self._urgent_keys.discard(key)
+                self._urgent_done()
+
+    def _mark_urgent(self, key: Hashable) -> None:
+        if key not in self._urgent_keys:
+            self._urgent_keys.add(key)
+            self._urgent_pending += 1
+            self._urgent_idle.clear()
+
+    def _urgent_done(self) -> None:
+        self._urgent_pending -= 1
+        if self._urgent_pending == 0:
+            self._urgent_idle.set()
+
+    async def _run(self, key: Hashable) -> None:
+        loop = asyncio.get_running_loop()
+        if key in self._urgent_keys:
+            self._urgent_keys.discard(key)
+            try:
+                await loop.run_in_executor(self._urgent_pool, self._work, key)
+            finally:
+                self._urgent_done()
+            return
+        if not self._urgent_idle.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._urgent_idle.wait(), URGENT_HOLD_SECONDS)
+        await asyncio.to_thread(self._work, key)
 
     async def _failed(self, key: Hashable, err: Exception) -> None:
         count = self._failures.get(key, 0) + 1

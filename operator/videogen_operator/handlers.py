@@ -100,7 +100,7 @@ class Runtime:
         outcome = self.reconciler.reconcile(key[0], key[1])
         if outcome.needs_admission or any(t.phase in TERMINAL for t in outcome.transitions):
             # A job that waits, or one that freed its GPU slot, moves the queue.
-            asyncio.run_coroutine_threadsafe(self.dispatch.kick(ADMISSION), self.loop)
+            asyncio.run_coroutine_threadsafe(self.dispatch.kick(ADMISSION, urgent=True), self.loop)
 
     def _record_error(self, key: Hashable, error: BaseException) -> None:
         if isinstance(key, ModelKey):
@@ -138,7 +138,7 @@ class Runtime:
         keys.extend(
             ModelKey(m["metadata"]["name"]) for m in self.reconciler.views.models() if self.models.needs_work(m)
         )
-        await asyncio.gather(*(self.dispatch.kick(k) for k in [*keys, ADMISSION]))
+        await asyncio.gather(*(self.dispatch.kick(k) for k in keys), self.dispatch.kick(ADMISSION, urgent=True))
 
     async def sweep_forever(self) -> None:
         """Deadlines and grace periods move with time, not with events."""
@@ -297,12 +297,14 @@ async def videogenjob_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> 
     runtime = _runtime(memo)
     if event["type"] == "DELETED":
         metrics.job_gone(obj)
-        await runtime.dispatch.kick(ADMISSION)
+        await runtime.dispatch.kick(ADMISSION, urgent=True)
         return
     metrics.job_seen(obj)
-    if (obj.get("status") or {}).get("phase") in TERMINAL:
+    phase = (obj.get("status") or {}).get("phase")
+    if phase in TERMINAL:
         return  # finished for good: nothing to reconcile (thousands of these at start-up)
-    await runtime.dispatch.kick((meta["namespace"], meta["name"]))
+    # A job never seen before is on the way to its Job (create→Job latency): ahead of routine work.
+    await runtime.dispatch.kick((meta["namespace"], meta["name"]), urgent=not phase)
 
 
 @kopf.on.event(api.GROUP, api.VERSION, cat.MODEL_PLURAL)

@@ -71,9 +71,10 @@ def is_refusal(err: BaseException) -> bool:
     )
 
 
-# Reconciles, admissions and event posts run on several threads at once: one pooled
-# connection each (the client's default pool would discard and reopen connections).
-CONNECTION_POOL_SIZE = 32
+# Reconciles (32 routine + 8 urgent threads), admissions (32) and event posts (EVENT_LANES) run at
+# once: one pooled connection each. A smaller pool discards and reopens connections under load, and
+# each new one costs a TLS handshake on the operator's CPU.
+CONNECTION_POOL_SIZE = 80
 
 
 def load_client_config() -> None:

@@ -29,6 +29,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from videogen_api import v1alpha1 as api
+from videogen_operator import presign
 from videogen_operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,8 @@ class VerificationError(Exception):
 class ObjectStore:
     def __init__(self, settings: OperatorSettings) -> None:
         self.settings = settings
-        self._s3 = boto3.client(
+        self._session = boto3.session.Session()
+        self._s3 = self._session.client(
             "s3",
             endpoint_url=settings.s3_endpoint,
             region_name=settings.s3_region,
@@ -79,6 +81,9 @@ class ObjectStore:
                 retries={"max_attempts": 3, "mode": "standard"},
                 connect_timeout=5,
                 read_timeout=30,
+                # As many as the threads that admit and verify at once (boto3's default of 10 would
+                # discard and reopen connections in a burst).
+                max_pool_connections=48,
                 request_checksum_calculation="when_required",
                 response_checksum_validation="when_required",
             ),
@@ -96,6 +101,20 @@ class ObjectStore:
     def presign_op(self, operation: str, seconds: int, **params: Any) -> str:
         seconds = max(1, min(seconds, api.MAX_PRESIGN_SECONDS))
         return str(self._s3.generate_presigned_url(operation, Params=params, ExpiresIn=seconds))
+
+    def presign_parts(self, bucket: str, key: str, upload_id: str, count: int, seconds: int) -> list[str]:
+        """upload_part URLs for parts 1..count (signed alike after the first: presign.py)."""
+        seconds = max(1, min(seconds, api.MAX_PRESIGN_SECONDS))
+        # The session resolves the client's credential chain; presign.py checks its first URL against botocore's.
+        credentials = self._session.get_credentials()
+        secret = credentials.get_frozen_credentials().secret_key if credentials is not None else None
+
+        def one(number: int) -> str:
+            return self.presign_op(
+                "upload_part", seconds, Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number
+            )
+
+        return presign.part_urls(count, one, secret)
 
     def create_multipart(self, bucket: str, key: str, content_type: str, metadata: dict[str, str]) -> str:
         created = self._s3.create_multipart_upload(Bucket=bucket, Key=key, ContentType=content_type, Metadata=metadata)

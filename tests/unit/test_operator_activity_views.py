@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Hashable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -114,3 +115,34 @@ def test_a_failing_key_is_retried_with_backoff_while_others_go_on() -> None:
     assert calls.count("bad") == 3, "retried until it succeeded"
     assert calls.count("raced") == 2, "a lost resourceVersion race is retried"
     assert errors == [], "transient errors reach the job's status only once they persist"
+
+
+def test_routine_reconciles_wait_while_urgent_work_is_pending() -> None:
+    """A new job's first reconcile and the admission pass go first: no routine reconcile starts while one
+    is pending, and the routine work still runs (once) when it is done."""
+    order: list[str] = []
+    release = threading.Event()
+    started = threading.Event()
+
+    def work(key: Hashable) -> None:
+        if key == "new-job":
+            order.append("urgent started")
+            started.set()
+            assert release.wait(10)
+            order.append("urgent done")
+        else:
+            order.append(str(key))
+
+    async def scenario() -> None:
+        c = Coalescer(work)
+        urgent = asyncio.ensure_future(c.kick("new-job", urgent=True))
+        assert await asyncio.to_thread(started.wait, 10)
+        routine = asyncio.ensure_future(asyncio.gather(c.kick("running-job-a"), c.kick("running-job-b")))
+        await asyncio.sleep(0.3)
+        assert order == ["urgent started"], "routine work started while urgent work was pending"
+        release.set()
+        await asyncio.gather(urgent, routine)
+
+    asyncio.run(scenario())
+    assert order[:2] == ["urgent started", "urgent done"]
+    assert sorted(order[2:]) == ["running-job-a", "running-job-b"]

@@ -146,6 +146,12 @@ class FakeStore:
         query = "&".join(f"{k}={v}" for k, v in sorted(params.items()) if k not in ("Bucket", "Key", "Metadata"))
         return f"https://s3.test/{params['Bucket']}/{params['Key']}?op={operation}&{query}"
 
+    def presign_parts(self, bucket: str, key: str, upload_id: str, count: int, seconds: int) -> list[str]:
+        return [
+            self.presign_op("upload_part", seconds, Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=n)
+            for n in range(1, count + 1)
+        ]
+
     def create_multipart(self, bucket: str, key: str, content_type: str, metadata: dict[str, str]) -> str:
         self.multipart.append((bucket, key))
         return "upload-1"
