@@ -36,7 +36,7 @@ CONFLICT_RETRY = 0.3
 # Transient errors (timeouts, 5xx, 429) are shown on the job only once they persist.
 TRANSIENT_FAILURES_SHOWN = 3
 # Routine work waits at most this long for urgent work to drain (no starvation in a long burst).
-URGENT_HOLD_SECONDS = 5.0
+URGENT_HOLD_SECONDS = 2.0
 URGENT_THREADS = 8
 
 
