@@ -250,6 +250,43 @@ class ModelProgress(_Model):
     updated_at: datetime | None = Field(None, description="When the loader last reported.")
 
 
+class ModelArchitecture(_Model):
+    """What the loader read from the model's configs, and what the runner image's diffusers says about
+    the classes they name: the facts the operator needs to admit or refuse a job before it holds a GPU."""
+
+    pipeline: str | None = Field(
+        None, max_length=256, description="The pipeline class of model_index.json (_class_name), e.g. WanPipeline."
+    )
+    transformer: str | None = Field(
+        None,
+        max_length=256,
+        description=(
+            "The class of the pipeline's transformer component (model_index.json), e.g. WanTransformer3DModel; "
+            "unset when the pipeline has no transformer (UNet pipelines)."
+        ),
+    )
+    context_parallel: bool | None = Field(
+        None,
+        description=(
+            "Whether diffusers defines a context-parallel plan (_cp_plan) for the transformer: true, jobs may ask "
+            "for spec.resources.gpus > 1 (the runner splits the denoiser's sequence across the GPUs); false, "
+            "the model runs on one GPU and the operator refuses gpus > 1 at admission; unset, unknown (the "
+            "runner decides)."
+        ),
+    )
+    attention_heads: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "num_attention_heads of the transformer's config: with gpus > 1, Ulysses attention spans the GPUs "
+            "that divide it (the greatest common divisor) and ring attention the rest."
+        ),
+    )
+    diffusers_version: str | None = Field(
+        None, max_length=64, description="The diffusers version whose classes were inspected (the loader image's)."
+    )
+
+
 class VideoGenModelStatus(_Model):
     """Observed state, written by the operator (progress by its loader)."""
 
@@ -273,6 +310,9 @@ class VideoGenModelStatus(_Model):
         None, description="Directory of the model relative to the model-cache volume's root (read-only once Ready)."
     )
     progress: ModelProgress | None = Field(None, description="Download progress.")
+    architecture: ModelArchitecture | None = Field(
+        None, description="Pipeline and transformer classes and whether the model can be split across GPUs."
+    )
     loader_job: str | None = Field(None, description="The loader Job (operator's namespace) of this revision.")
     last_error: str | None = Field(None, description="The last error of the loader or the operator.")
     conditions: list[Condition] | None = Field(
@@ -320,6 +360,9 @@ class LoaderResult(_Model):
     path: str = Field(..., description="Model directory relative to cache_root.")
     downloaded: int = Field(0, ge=0, description="Files fetched in this run (0 when the cache already held them).")
     skipped_files: list[str] = Field(default_factory=list)
+    architecture: ModelArchitecture | None = Field(
+        None, description="What the model's configs and diffusers' classes say (None: the loader could not tell)."
+    )
 
 
 class LoaderFailure(_Model):

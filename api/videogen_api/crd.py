@@ -175,6 +175,20 @@ MODEL_PRINTER_COLUMNS: list[dict[str, Any]] = [
         "description": "Files fetched.",
     },
     {"name": "Reason", "type": "string", "jsonPath": ".status.reason", "priority": 1, "description": "Why this phase."},
+    {
+        "name": "Pipeline",
+        "type": "string",
+        "jsonPath": ".status.architecture.pipeline",
+        "priority": 1,
+        "description": "Pipeline class of model_index.json.",
+    },
+    {
+        "name": "Multi-GPU",
+        "type": "boolean",
+        "jsonPath": ".status.architecture.contextParallel",
+        "priority": 1,
+        "description": "Whether jobs may ask for more than one GPU (diffusers can split its transformer).",
+    },
 ]
 
 

@@ -1,9 +1,9 @@
 """The model catalog's pure parts: which model a job gets, and the manifests the operator makes for it.
 
 - `resolve_job_model`: what a VideoGenJob's spec.model means here (a Ready catalog model, one to wait
-  for, one this namespace may not use, or an unlisted URI the policy allows or refuses). Decided from
-  the spec, the job's namespace and the VideoGenModel (cluster-scoped: tenants cannot write it), never
-  from the job's status.
+  for, one this namespace may not use, one that cannot run on the job's spec.resources.gpus, or an
+  unlisted URI the policy allows or refuses). Decided from the spec, the job's namespace and the
+  VideoGenModel (cluster-scoped: tenants cannot write it), never from the job's status.
 - `build_loader_job` / `build_remover_job` / `build_prewarm_daemonset`: the operator's own pods, in its
   own namespace, with its own credentials.
 - `build_namespace_volume` / `build_namespace_claim`: a read-only PersistentVolume and claim per job
@@ -18,6 +18,8 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
+
+from pydantic import ValidationError
 
 from videogen_api import catalog as cat
 from videogen_api import v1alpha1 as api
@@ -445,6 +447,31 @@ def _progress_text(status: dict[str, Any]) -> str:
     return f" (downloaded {percent // 10 * 10}%)"
 
 
+def gpus_refusal(name: str, gpus: int, architecture: Any) -> str | None:
+    """Why a Ready catalog model cannot run on `gpus` GPUs, or None.
+
+    From status.architecture, which the model loader wrote from the model's configs and diffusers'
+    classes (the runner's own test, parallel.has_context_parallel_plan): a transformer without a
+    context-parallel plan runs on one GPU, so a multi-GPU job is refused here, before its pod holds
+    the GPUs. Unknown facts (a loader that could not tell, or one older than this check) refuse
+    nothing: the runner then refuses after loading, as it does for unlisted URIs."""
+    if gpus <= 1:
+        return None
+    try:
+        facts = cat.ModelArchitecture.model_validate(architecture) if architecture else None
+    except ValidationError:
+        return None
+    if facts is None or facts.context_parallel is not False:
+        return None
+    what = f"{facts.pipeline} with {facts.transformer}" if facts.transformer else f"{facts.pipeline} (no transformer)"
+    version = f" {facts.diffusers_version}" if facts.diffusers_version else ""
+    return (
+        f"spec.resources.gpus: {gpus} GPUs need a model diffusers can split across GPUs (a context-parallel "
+        f"plan, e.g. Wan, LTX); VideoGenModel {name!r} is {what}, which diffusers{version} runs on one GPU only "
+        "(status.architecture.contextParallel: false). Set gpus: 1"
+    )
+
+
 def resolve_job_model(
     namespace: str,
     spec: api.VideoGenJobSpec,
@@ -497,6 +524,9 @@ def resolve_job_model(
         )
     identity = model_identity(model)
     if phase == cat.ModelPhase.READY and current and identity is not None and status.get("path"):
+        refusal = gpus_refusal(name, spec.resources.gpus, status.get("architecture"))
+        if refusal is not None:
+            return ModelDecision(fail=(api.Reason.INVALID_INPUT, refusal))
         return ModelDecision(model=ResolvedModel(name=name, identity=identity, path=str(status["path"])))
     state = phase or "Pending"
     return ModelDecision(

@@ -22,6 +22,10 @@ RUNNER_CONTAINER = "runner"
 # jobs (per-job sets would leave three objects behind for every job ever run).
 RUNNER_RBAC_NAME = "videogen-runner"
 HF_SUBDIR = "hf"
+# Multi-GPU pods: NCCL and torch.multiprocessing move tensors between the ranks through /dev/shm,
+# which the container runtime makes 64Mi by default.
+SHM_VOLUME = "dshm"
+SHM_PATH = "/dev/shm"
 MAX_NAME = 63
 OWNER_ANNOTATION = f"{api.GROUP}/owner"
 
@@ -195,7 +199,7 @@ def build_job(
     suspend: bool = False,
     mount: CacheMount | None = None,
 ) -> dict[str, Any]:
-    """The batch/v1 Job that runs the runner once (plus retries) on one GPU pod."""
+    """The batch/v1 Job that runs the runner once (plus retries) on one pod with spec.resources.gpus GPUs."""
     mount = mount or CacheMount()
     bucket, key = resolve_output(ref, spec, settings, digest)
     gpu = _gpu_resource(spec, settings)
@@ -248,6 +252,12 @@ def build_job(
         ],
         "volumes": [_model_cache_volume(settings, mount), {"name": "tmp", "emptyDir": {}}],
     }
+    if spec.resources.gpus > 1:
+        # Memory-backed and bounded (an emptyDir: PodSecurity restricted allows it); one GPU needs none.
+        pod_spec["volumes"].append(
+            {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": settings.runner_shm_size}}
+        )
+        pod_spec["containers"][0]["volumeMounts"].append({"name": SHM_VOLUME, "mountPath": SHM_PATH})
     if spec.resources.affinity:
         pod_spec["affinity"] = spec.resources.affinity
     if spec.resources.priority_class_name:

@@ -188,6 +188,11 @@ class ModelReconciler:
             "fileCount": result.file_count,
             "path": result.path,
             "skippedFiles": result.skipped_files[:50] or None,
+            # Replaced, never merged (nulls remove what this loader could not tell): a new revision must
+            # not keep facts of the last one.
+            "architecture": (
+                result.architecture.model_dump(by_alias=True, mode="json") if result.architecture is not None else None
+            ),
             "lastError": None,
             "progress": {
                 "filesDone": result.file_count,

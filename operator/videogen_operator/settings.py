@@ -90,6 +90,15 @@ class OperatorSettings(BaseModel):
     runner_cpu_request: str = "2"
     runner_memory_request: str = "16Gi"
     runner_memory_limit: str | None = None
+    runner_shm_size: str = Field(
+        "8Gi",
+        pattern=r"^[0-9]+(\.[0-9]+)?(k|Ki|M|Mi|G|Gi|T|Ti)?$",
+        description=(
+            "sizeLimit of the memory-backed /dev/shm a runner pod with spec.resources.gpus > 1 gets (its torchrun "
+            "ranks exchange tensors through it; the container runtime's default is 64Mi). Counts against the "
+            "pod's memory."
+        ),
+    )
     s3_endpoint: str | None = None
     s3_region: str = "us-east-1"
     s3_bucket: str | None = None

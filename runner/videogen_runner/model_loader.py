@@ -15,7 +15,10 @@ fetch, for s3:// and hf:// sources:
      only pickle weights fails before the weights move; an interrupted fetch resumes there;
   4. verifies every safetensors header, the pinned SHA-256s and the profile, writes spec.profile as
      videogen-profile.json and the manifest `.videogen-model.json` (digest = catalog.manifest_digest),
-     makes everything read-only and renames the directory to `catalog/<name>/<digest16>`.
+     makes everything read-only and renames the directory to `catalog/<name>/<digest16>`;
+  5. describes the model (model_architecture.py): pipeline and transformer classes, whether diffusers
+     can split the transformer across GPUs, its attention heads (the operator refuses
+     spec.resources.gpus > 1 for a model that cannot be split, before any pod).
 An absolute path on the cache volume is verified in place (hashed, headers checked), not copied.
 
 Result: catalog.LoaderResult JSON (or catalog.LoaderFailure) in the termination message
@@ -50,6 +53,7 @@ from .errors import one_line
 from .loader_errors import LoaderError, LoaderExit, UsageError, source_not_found, transient, verification_failed
 from .loader_progress import DownloadProgress, make_model_sink
 from .loader_sources import HfSource, Listing, S3Source, Source, SourceFile, split_listing
+from .model_architecture import describe
 from .model_sync import file_lock
 from .model_verify import (
     MODEL_INDEX,
@@ -203,8 +207,25 @@ def make_source(
 def fetch(
     spec: catalog.LoaderSpec, env: Mapping[str, str] | None = None, *, s3_client: S3Client | None = None
 ) -> catalog.LoaderResult:
-    """Fetch, verify and publish one model revision (see the module's docstring)."""
-    env = os.environ if env is None else env
+    """Fetch, verify and publish one model revision (see the module's docstring), and describe it
+    (pipeline, transformer, whether it splits across GPUs) for the operator's admission."""
+    result = _fetch_verified(spec, os.environ if env is None else env, s3_client)
+    # Described on every run, reuse included: the facts depend on this image's diffusers too.
+    architecture = describe(Path(spec.cache_root) / result.path)
+    if architecture is not None:
+        log.info(
+            "%s: %s with %s; context parallel: %s",
+            spec.name,
+            architecture.pipeline,
+            architecture.transformer or "no transformer",
+            "unknown" if architecture.context_parallel is None else architecture.context_parallel,
+        )
+    return result.model_copy(update={"architecture": architecture})
+
+
+def _fetch_verified(
+    spec: catalog.LoaderSpec, env: Mapping[str, str], s3_client: S3Client | None
+) -> catalog.LoaderResult:
     _check_name(spec.name)
     if spec.profile is not None:
         check_profile(spec.profile, "spec.profile")

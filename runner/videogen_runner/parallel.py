@@ -7,7 +7,9 @@ loads the model and runs the same pipeline with the same seed; diffusers' contex
 encodes, uploads and writes the result; the launcher exits with rank 0's code.
 
 Families whose transformer has no `_cp_plan` in diffusers (e.g. CogVideoX) are refused with
-InvalidInput: the operator should refuse them at admission (gpus > 1 only for Wan and LTX).
+InvalidInput. For catalog models the operator refuses them before any pod: the model loader records
+`has_context_parallel_plan` of the transformer class in the VideoGenModel's status
+(status.architecture.contextParallel). Unlisted URIs are only known here, after loading.
 Without CUDA the ranks use gloo on the CPU (how `make test` checks this path).
 """
 
@@ -176,11 +178,17 @@ def degrees(heads: int, gpus: int) -> tuple[int, int]:
     return ulysses, gpus // ulysses
 
 
+def has_context_parallel_plan(transformer: object) -> bool:
+    """Whether diffusers can split this transformer across GPUs: a loaded model or its class (the
+    model loader asks the class named in model_index.json, so the operator refuses gpus > 1 at
+    admission with the same answer the runner would give after loading)."""
+    return bool(getattr(transformer, "_cp_plan", None)) and hasattr(transformer, "enable_parallelism")
+
+
 def require_context_parallel(pipe: Any, gpus: int, model: str) -> Any:
     """The transformer to split, or InvalidInput for a model diffusers cannot split."""
     transformer = getattr(pipe, "transformer", None)
-    plan = getattr(transformer, "_cp_plan", None) if transformer is not None else None
-    if not plan or not hasattr(transformer, "enable_parallelism"):
+    if transformer is None or not has_context_parallel_plan(transformer):
         what = type(transformer).__name__ if transformer is not None else type(pipe).__name__
         raise InvalidInputError(
             f"spec.resources.gpus: {gpus} GPUs need a model diffusers can split across GPUs "

@@ -144,6 +144,7 @@ def test_rendered_config_is_what_the_operator_loads(cluster: DevCluster, tmp_pat
         "queue.maxRunning=3",
         "modelCache.type=hostPath",
         "modelCache.hostPath=/data/models",
+        "runner.shmSize=16Gi",
     )
     config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]["config.yaml"]
     path = tmp_path / "config.yaml"
@@ -154,6 +155,7 @@ def test_rendered_config_is_what_the_operator_loads(cluster: DevCluster, tmp_pat
     assert settings.model_cache.type == "hostPath" and settings.model_cache.host_path == "/data/models"
     assert settings.runner_image == "ghcr.io/videogen/videogen-runner:0.1.0"
     assert settings.metrics_port == 8081
+    assert settings.runner_shm_size == "16Gi"
 
 
 def test_model_values_are_what_the_operator_loads(cluster: DevCluster, tmp_path: Path) -> None:

@@ -255,3 +255,46 @@ def test_upgrades_change_the_hash_bad_files_fail_and_deletion_waits_for_jobs(
     assert not (root / cat.CATALOG_DIR / name).exists()
     events = kubectl_json(dc, "get", "events", "-n", "default", "--field-selector", f"involvedObject.name={name}")
     assert "InUse" in {e["reason"] for e in events["items"]}
+
+
+def test_a_multi_gpu_job_on_a_model_diffusers_cannot_split_fails_before_any_pod(
+    operator_base: DevCluster, catalog_operator: OperatorProcess, tenants: list[str], tmp_path: Path
+) -> None:
+    from videogen_runner.tiny_models import save_tiny_pipeline
+
+    dc = operator_base
+    team = tenants[0]
+    jobs = Jobs(dc, team)
+    name = unique_name("tiny-cog")
+    upload_model_dir(dc, save_tiny_pipeline("cogvideox-t2v", tmp_path / "cogvideox"), f"catalog-src/{name}")
+    apply(dc, model_manifest(name, f"s3://{BUCKET}/catalog-src/{name}"))
+    status = wait_model(dc, name, "Ready", "Failed")["status"]
+    assert status["phase"] == "Ready", status
+    # The loader read the configs and asked diffusers: CogVideoX's transformer has no context-parallel plan.
+    architecture = status["architecture"]
+    assert (architecture["pipeline"], architecture["transformer"]) == (
+        "CogVideoXPipeline",
+        "CogVideoXTransformer3DModel",
+    )
+    assert architecture["contextParallel"] is False
+    wide = dc.kubectl("get", "videogenmodel", name, "-o", "wide").stdout.splitlines()
+    assert wide[0].split()[-2:] == ["PIPELINE", "MULTI-GPU"] and wide[1].split()[-2:] == ["CogVideoXPipeline", "false"]
+
+    jobs.apply(catalog_job("two-gpus", name, resources={"gpus": 2}))
+    refused = jobs.wait_phase("two-gpus", "Failed", "Succeeded", timeout=60)
+    assert (refused["phase"], refused["reason"]) == ("Failed", "InvalidInput"), refused
+    message = refused["message"]
+    assert message.startswith("spec.resources.gpus: 2 GPUs need a model diffusers can split"), message
+    assert f"VideoGenModel '{name}' is CogVideoXPipeline with CogVideoXTransformer3DModel" in message
+    assert "jobName" not in refused
+    # Refused at admission: no Job, no pod, no grant was ever made for it.
+    for kind in ("jobs", "pods", "secrets"):
+        items = kubectl_json(dc, "get", kind, "-n", team, "-l", f"{api.LABEL_MANAGED_BY}={api.MANAGED_BY}")["items"]
+        assert items == [], f"{kind}: {[i['metadata']['name'] for i in items]}"
+
+    # The same model on one GPU runs: the refusal is about spec.resources.gpus alone. (Preset standard:
+    # fast's first-block cache needs at least two transformer blocks, and the tiny CogVideoX has one.)
+    jobs.apply(catalog_job("one-gpu", name, resources={"gpus": 1}, preset="standard"))
+    done = jobs.wait_phase("one-gpu", "Succeeded", "Failed", timeout=300)
+    assert done["phase"] == "Succeeded", done
+    check_output(dc.s3_client(), done, frames=9)

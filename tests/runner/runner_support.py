@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,3 +119,16 @@ def download(client: S3Client, bucket: str, key: str, dest: Path) -> tuple[Path,
     client.download_file(bucket, key, str(dest))
     head = client.head_object(Bucket=bucket, Key=key)
     return dest, dict(head.get("Metadata", {}))
+
+
+def run_loader(
+    *args: str, env: Mapping[str, str], timeout: float = 300
+) -> tuple[int, dict[str, Any], dict[str, Any], str]:
+    """The console script as the loader Job runs it: (exit code, termination message, stdout's last line, logs)."""
+    termination = Path(env["VIDEOGEN_TERMINATION_LOG"])
+    termination.unlink(missing_ok=True)
+    exe = Path(sys.executable).with_name("videogen-model-loader")
+    proc = subprocess.run([str(exe), *args], env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    assert lines, proc.stderr
+    return proc.returncode, json.loads(termination.read_text()), json.loads(lines[-1]), proc.stderr

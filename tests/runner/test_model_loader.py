@@ -8,14 +8,12 @@ import json
 import os
 import shutil
 import stat
-import subprocess
-import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from runner_support import TINY_WAN_REPO, TinyModels, loader_spec, publish_model, tree_state
+from runner_support import TINY_WAN_REPO, TinyModels, loader_spec, publish_model, run_loader, tree_state
 
 from videogen_api import catalog
 from videogen_runner.loader_errors import LoaderError
@@ -320,17 +318,6 @@ class TestPathSource:
             fetch(loader_spec("wan-local", str(wan_model), cache_root), {})
         assert failure.value.reason is catalog.ModelReason.SOURCE_NOT_FOUND
         assert "is not on the model-cache volume" in failure.value.message
-
-
-def run_loader(*args: str, env: Mapping[str, str]) -> tuple[int, dict[str, Any], dict[str, Any], str]:
-    """The console script as the loader Job runs it: (exit code, termination message, stdout's last line, logs)."""
-    termination = Path(env["VIDEOGEN_TERMINATION_LOG"])
-    termination.unlink(missing_ok=True)
-    exe = Path(sys.executable).with_name("videogen-model-loader")
-    proc = subprocess.run([str(exe), *args], env=env, capture_output=True, text=True, timeout=120, check=False)
-    lines = [line for line in proc.stdout.splitlines() if line.strip()]
-    assert lines, proc.stderr
-    return proc.returncode, json.loads(termination.read_text()), json.loads(lines[-1]), proc.stderr
 
 
 class TestCommandLine:

@@ -72,3 +72,18 @@ def test_every_new_value_has_a_schema() -> None:
 
     for top in ("modelCache", "models", "networkPolicy"):
         keys(values[top], schema[top], top)
+
+
+def test_runner_shm_size_defaults_agree_and_are_checked() -> None:
+    """runner.shmSize (the /dev/shm of multi-GPU runner pods): the chart's default is the operator's,
+    and the schema refuses what the operator's setting would refuse."""
+    import re
+
+    from videogen_operator.settings import OperatorSettings
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["runner"]["shmSize"] == OperatorSettings().runner_shm_size == "8Gi"
+    pattern = values_schema()["properties"]["runner"]["properties"]["shmSize"]["pattern"]
+    setting = OperatorSettings.model_json_schema()["properties"]["runner_shm_size"]["pattern"]
+    assert pattern == setting
+    assert re.match(pattern, "16Gi") and not re.match(pattern, "lots")

@@ -176,6 +176,78 @@ def test_an_out_of_date_ready_status_does_not_count() -> None:
     assert status_of(r, "j")["reason"] == "ModelNotReady"
 
 
+COGVIDEOX: dict[str, Any] = {
+    "pipeline": "CogVideoXPipeline",
+    "transformer": "CogVideoXTransformer3DModel",
+    "contextParallel": False,
+    "attentionHeads": 30,
+    "diffusersVersion": "0.42.1",
+}
+WAN: dict[str, Any] = {
+    "pipeline": "WanPipeline",
+    "transformer": "WanTransformer3DModel",
+    "contextParallel": True,
+    "attentionHeads": 12,
+    "diffusersVersion": "0.42.1",
+}
+
+
+def test_a_multi_gpu_job_on_a_model_diffusers_cannot_split_fails_before_any_pod() -> None:
+    r, fake = setup([vgj("j", model="wan-tiny", resources={"gpus": 2})], [model(architecture=COGVIDEOX)])
+    r.reconcile(NS, "j")
+    r.admit()
+    s = status_of(r, "j")
+    assert (s["phase"], s["reason"]) == ("Failed", "InvalidInput")
+    assert s["message"].startswith("spec.resources.gpus: 2 GPUs need a model diffusers can split across GPUs")
+    assert "VideoGenModel 'wan-tiny' is CogVideoXPipeline with CogVideoXTransformer3DModel" in s["message"]
+    assert "diffusers 0.42.1 runs on one GPU only" in s["message"] and s["message"].endswith("Set gpus: 1")
+    assert s["lastFailure"]["reason"] == "InvalidInput"
+    assert fake.jobs_created() == [] and fake.created == [], "no Job, no grant, nothing holds a GPU"
+
+
+def test_the_same_model_on_one_gpu_runs() -> None:
+    r, fake = setup([vgj("j", model="wan-tiny", resources={"gpus": 1})], [model(architecture=COGVIDEOX)])
+    r.reconcile(NS, "j")
+    r.admit()
+    assert status_of(r, "j")["reason"] == "PodStarting"
+    assert len(fake.jobs_created()) == 1
+
+
+@pytest.mark.parametrize(
+    ("architecture", "model_name"),
+    [
+        (WAN, "wan-tiny"),  # a context-parallel plan: torchrun splits it
+        ({**WAN, "contextParallel": None}, "wan-tiny"),  # the loader could not tell
+        (None, "wan-tiny"),  # fetched by a loader older than status.architecture
+        (None, "hf://org/tiny"),  # an unlisted URI: only the runner can tell, after loading
+    ],
+    ids=["context-parallel", "unknown", "not-described", "unlisted"],
+)
+def test_a_multi_gpu_job_is_admitted_unless_the_model_is_known_not_to_split(
+    architecture: dict[str, Any] | None, model_name: str
+) -> None:
+    status = {"architecture": architecture} if architecture is not None else {}
+    r, fake = setup(
+        [vgj("j", model=model_name, resources={"gpus": 2})],
+        [model(**status)],
+        allow_unlisted_models=True,
+    )
+    r.reconcile(NS, "j")
+    r.admit()
+    assert status_of(r, "j")["reason"] == "PodStarting"
+    (job,) = [c for c in fake.created if c["kind"] == "Job"]
+    assert job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
+
+
+def test_a_malformed_architecture_refuses_nothing() -> None:
+    # Written by the operator from the loader's result; if it were ever unreadable, the runner still decides.
+    assert catalog.gpus_refusal("m", 2, {"contextParallel": "maybe"}) is None
+    assert catalog.gpus_refusal("m", 2, "not an object") is None
+    assert catalog.gpus_refusal("m", 1, COGVIDEOX) is None
+    refusal = catalog.gpus_refusal("m", 4, {"pipeline": "I2VGenXLPipeline", "contextParallel": False})
+    assert refusal is not None and "is I2VGenXLPipeline (no transformer)" in refusal
+
+
 # ---------------------------------------------------------------------- manifests
 
 

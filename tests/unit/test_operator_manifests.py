@@ -166,6 +166,32 @@ class TestRunnerInputs:
         assert mounts["model-cache"]["readOnly"] is True
 
 
+class TestSharedMemory:
+    """torchrun's ranks (NCCL) exchange tensors through /dev/shm, which a container gets as 64Mi."""
+
+    def test_a_multi_gpu_pod_gets_a_bounded_memory_backed_dev_shm(self) -> None:
+        ps = pod_spec(build(make_spec(resources={"gpus": 4})))
+        volumes = {v["name"]: v for v in ps["volumes"]}
+        assert volumes[manifests.SHM_VOLUME] == {
+            "name": "dshm",
+            "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"},
+        }
+        mounts = {m["mountPath"]: m for m in ps["containers"][0]["volumeMounts"]}
+        assert mounts["/dev/shm"] == {"name": "dshm", "mountPath": "/dev/shm"}
+
+    def test_its_size_is_a_setting(self) -> None:
+        ps = pod_spec(build(make_spec(resources={"gpus": 2}), runner_shm_size="32Gi"))
+        (shm,) = [v for v in ps["volumes"] if v["name"] == manifests.SHM_VOLUME]
+        assert shm["emptyDir"]["sizeLimit"] == "32Gi"
+        with pytest.raises(ValueError, match="runner_shm_size"):
+            OperatorSettings(runner_shm_size="lots")
+
+    def test_a_one_gpu_pod_gets_none(self) -> None:
+        ps = pod_spec(build(make_spec(resources={"gpus": 1})))
+        assert manifests.SHM_VOLUME not in {v["name"] for v in ps["volumes"]}
+        assert "/dev/shm" not in {m["mountPath"] for m in ps["containers"][0]["volumeMounts"]}
+
+
 class TestSecurity:
     def test_restricted_security_context(self) -> None:
         ps = pod_spec(build())
