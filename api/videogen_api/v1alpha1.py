@@ -285,6 +285,8 @@ LABEL_JOB_UID: Final = f"{GROUP}/job-uid"
 LABEL_SPEC_HASH: Final = f"{GROUP}/spec-hash"
 LABEL_COMPONENT: Final = "app.kubernetes.io/component"
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+# On a VideoGenJob with output.deletePolicy: Delete: its objects are deleted before it goes.
+OUTPUTS_FINALIZER: Final = f"{GROUP}/delete-outputs"
 LABEL_PART_OF: Final = "app.kubernetes.io/part-of"
 MANAGED_BY: Final = "videogen-operator"
 KUEUE_QUEUE_LABEL: Final = "kueue.x-k8s.io/queue-name"

@@ -2,12 +2,13 @@
 
 What kopf gives us: watch streams with reconnects, paginated initial LISTs and
 server-side label/field selectors, the indices our views read (views.py),
-peering (one active operator), the liveness endpoint, the deletion finalizer
-for `output.deletePolicy: Delete`, and JSON logging. What we do ourselves:
-level-triggered reconciliation from the views, so restarts never depend on
-kopf's per-handler progress bookkeeping, and a periodic sweep for what moves
-with time (startup deadlines, cancel grace periods), which runs only in the
-replica kopf's peering made active (activity.py).
+peering (one active operator), the liveness endpoint, and JSON logging. What
+we do ourselves: level-triggered reconciliation from the views, so restarts
+never depend on kopf's per-handler progress bookkeeping; the finalizer for
+`output.deletePolicy: Delete` (kopf's on.delete would run its change detection,
+a deep copy and diff of the object, on every event of every VideoGenJob); and a
+periodic sweep for what moves with time (startup deadlines, cancel grace
+periods), which runs only in the replica kopf's peering made active (activity.py).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from videogen_operator.kube import Kube, is_transient, load_client_config, may_w
 from videogen_operator.manifests import OWNER_ANNOTATION
 from videogen_operator.model_reconcile import ModelReconciler
 from videogen_operator.phases import now_utc
-from videogen_operator.reconcile import Reconciler, needs_timer
+from videogen_operator.reconcile import Reconciler, needs_finalizer_work, needs_timer
 from videogen_operator.results import ObjectStore
 from videogen_operator.settings import OperatorSettings, load_settings
 from videogen_operator.views import Views, controller_uid, slim_job, slim_model, slim_pod, slim_vgj, vgj_owner_uid
@@ -57,9 +58,18 @@ class ModelKey(NamedTuple):
     name: str
 
 
+class FinalizerKey(NamedTuple):
+    """A dispatch key for a VideoGenJob's outputs finalizer (add, honour on deletion, drop)."""
+
+    namespace: str
+    name: str
+
+
 def _error_kind(key: Hashable) -> str:
     if key == ADMISSION:
         return "admission"
+    if isinstance(key, FinalizerKey):
+        return "finalizer"
     return "videogenmodel" if isinstance(key, ModelKey) else "videogenjob"
 
 
@@ -96,6 +106,9 @@ class Runtime:
             if self.active:
                 self.models.reconcile(key.name)
             return
+        if isinstance(key, FinalizerKey):
+            self.reconciler.sync_outputs_finalizer(key.namespace, key.name)
+            return
         assert isinstance(key, tuple)
         outcome = self.reconciler.reconcile(key[0], key[1])
         if outcome.needs_admission or any(t.phase in TERMINAL for t in outcome.transitions):
@@ -105,6 +118,9 @@ class Runtime:
     def _record_error(self, key: Hashable, error: BaseException) -> None:
         if isinstance(key, ModelKey):
             self.models.record_error(key.name, error)
+            return
+        if isinstance(key, FinalizerKey):
+            self.reconciler.record_error(key.namespace, key.name, error)
             return
         if key != ADMISSION and isinstance(key, tuple):
             self.reconciler.record_error(key[0], key[1], error)
@@ -221,7 +237,6 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: An
     # Keep kopf's bookkeeping in annotations: the status schema is ours alone.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=ANNOTATION_PREFIX)
-    settings.persistence.finalizer = f"{api.GROUP}/delete-outputs"
     # Watches can freeze silently behind load balancers; make the server and client end them.
     settings.watching.server_timeout = 270
     settings.watching.client_timeout = 300
@@ -300,6 +315,8 @@ async def videogenjob_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> 
         await runtime.dispatch.kick(ADMISSION, urgent=True)
         return
     metrics.job_seen(obj)
+    if needs_finalizer_work(obj):
+        await runtime.dispatch.kick(FinalizerKey(meta["namespace"], meta["name"]))
     phase = (obj.get("status") or {}).get("phase")
     if phase in TERMINAL:
         return  # finished for good: nothing to reconcile (thousands of these at start-up)
@@ -376,14 +393,3 @@ def watch_kueue_workloads(settings: OperatorSettings) -> bool:
     kopf.index(kueue.GROUP, kueue.WORKLOADS)(workload_index)
     kopf.on.event(kueue.GROUP, kueue.WORKLOADS)(workload_event)
     return True
-
-
-def _deletes_outputs(spec: kopf.Spec, **_: Any) -> bool:
-    return bool((spec.get("output") or {}).get("deletePolicy") == api.DeletePolicy.DELETE)
-
-
-@kopf.on.delete(api.GROUP, api.VERSION, api.PLURAL, when=_deletes_outputs)
-async def delete_outputs(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-    deleted = await asyncio.to_thread(_runtime(memo).reconciler.cleanup_outputs, dict(body))
-    if deleted:
-        logger.info("deleted %s (output.deletePolicy: Delete)", ", ".join(deleted))

@@ -185,6 +185,31 @@ class Kube:
             raise
         return dict(patched) if patched is not None else None
 
+    def set_vgj_finalizers(
+        self, namespace: str, name: str, finalizers: list[str], resource_version: str
+    ) -> dict[str, Any] | None:
+        """Replace metadata.finalizers, conditional on the resourceVersion they were computed from;
+        None when the object is gone, ConflictError when it changed since."""
+        body = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
+        try:
+            patched = _unless_missing(
+                lambda: self.custom.patch_namespaced_custom_object(
+                    api.GROUP,
+                    api.VERSION,
+                    namespace,
+                    api.PLURAL,
+                    name,
+                    body,
+                    _content_type=MERGE_PATCH,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
+            )
+        except ApiException as err:
+            if err.status == 409:
+                raise ConflictError(f"{namespace}/{name} changed since resourceVersion {resource_version}") from err
+            raise
+        return dict(patched) if patched is not None else None
+
     # ------------------------------------------------------------------ Jobs and pods
 
     def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:

@@ -50,7 +50,7 @@ def _slim_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
 
 def slim_vgj(body: Mapping[str, Any]) -> dict[str, Any]:
     return {
-        "metadata": _slim_meta(body.get("metadata") or {}),
+        "metadata": _slim_meta(body.get("metadata") or {}) | _finalizers(body),
         "spec": dict(body.get("spec") or {}),
         "status": dict(body.get("status") or {}),
     }

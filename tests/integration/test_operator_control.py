@@ -83,6 +83,8 @@ def test_delete_removes_job_pods_and_outputs_with_delete_policy(
     bucket, _, key = status["output"]["uri"].removeprefix("s3://").partition("/")
     s3 = devcluster.s3_client()
     s3.head_object(Bucket=bucket, Key=key)
+    finalizers = jobs.get("ephemeral")["metadata"].get("finalizers") or []
+    assert "videogen.dev/delete-outputs" in finalizers, "deletion is held until the outputs are gone"
 
     deleted = devcluster.kubectl("delete", "vgj", "ephemeral", "-n", namespace, "--timeout=60s")
     assert deleted.returncode == 0, deleted.stderr

@@ -353,3 +353,23 @@ def test_no_api_reads_on_a_reconcile() -> None:
         r.reconcile(NS, "idle")
     assert fake.gets == [] and fake.created == []
     assert api.Reason.CREATE_FAILED == "CreateFailed"
+
+
+def test_outputs_finalizer_is_added_honoured_and_dropped_from_the_spec() -> None:
+    from videogen_api import v1alpha1 as api
+    from videogen_operator.reconcile import needs_finalizer_work
+
+    def vgj(policy: str | None, finalizers: list[str], deleting: bool = False) -> dict[str, Any]:
+        meta: dict[str, Any] = {"name": "j", "namespace": "n", "finalizers": finalizers}
+        if deleting:
+            meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+        return {"metadata": meta, "spec": {"output": {"deletePolicy": policy}} if policy else {}}
+
+    held = [api.OUTPUTS_FINALIZER]
+    assert needs_finalizer_work(vgj("Delete", [])), "Delete without the finalizer: add it"
+    assert not needs_finalizer_work(vgj("Delete", held))
+    assert needs_finalizer_work(vgj("Keep", held)), "policy changed to Keep: drop it"
+    assert not needs_finalizer_work(vgj(None, [])) and not needs_finalizer_work(vgj(None, ["other/finalizer"]))
+    assert needs_finalizer_work(vgj("Delete", held, deleting=True)), "being deleted: clean up, then release"
+    assert needs_finalizer_work(vgj("Keep", held, deleting=True)), "released even when the policy changed"
+    assert not needs_finalizer_work(vgj("Delete", [], deleting=True)), "never added once deletion started"
