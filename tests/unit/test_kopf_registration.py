@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import kopf
 
-import videogen_operator.handlers as handlers
+from videogen_operator import handlers
 from videogen_operator.handlers import UnusedDiffBase
 
 
