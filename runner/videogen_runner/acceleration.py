@@ -4,11 +4,13 @@ Two halves, like memory.py / placement.py: `resolve_acceleration` is a pure deci
 the preset, the family and the machine; `apply_before_placement` (fp8 storage: fewer bytes to move
 and to plan for) and `apply_after_placement` (attention, step cache, compile) carry it out with
 diffusers' own APIs. Every decision, applied or not, becomes one line of RunnerResult.acceleration,
-so the status says what ran and why something asked for did not.
+so the status says what ran and why something asked for did not. Whether a step cache can run at all
+is read from the model (its block lists, diffusers' block registry, the pipeline's cache contexts):
+one that cannot, requested or the preset's, is skipped and said so rather than crashing in diffusers.
 
-Defaults per preset: `fast` may trade quality (a first-block step cache where diffusers registers
-the family's blocks); `standard` and `quality` never do (compile and the attention kernel change
-numerics only at rounding level; step caches and fp8 storage are never chosen for them).
+Defaults per preset: `fast` may trade quality (a first-block step cache for the families it suits);
+`standard` and `quality` never do (compile and the attention kernel change numerics only at rounding
+level; step caches and fp8 storage are never chosen for them).
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ DEFAULT_MAG_THRESHOLD = 0.06
 DEFAULT_TAYLORSEER_INTERVAL = 5
 TAYLORSEER_WARMUP_STEPS = 3
 
-# Families whose blocks diffusers' step caches know (TransformerBlockRegistry); checked again at run time.
+# Families whose preset fast gets a first-block cache (diffusers registers their blocks; the threshold
+# suits them). Whether the loaded model can run it is read from the model when applying.
 _FAST_STEP_CACHE_FAMILIES = frozenset({Family.WAN, Family.LTX, Family.COGVIDEOX})
 
 # Memory modes whose hooks a compiled block can live with: offload moving whole components is fine,
@@ -215,8 +218,26 @@ def _transformer(pipe: Any) -> Any:
     return getattr(pipe, "transformer", None)
 
 
-def registered_block_lists(transformer: Any) -> list[str]:
-    """Names of the transformer's block lists whose block class diffusers' step caches know."""
+@dataclass(frozen=True)
+class HookedBlocks:
+    """The blocks diffusers' first-block and mag caches hook, found the way diffusers finds them: every
+    block of each child ModuleList named like a block list, in order. The first block is the head (it
+    decides whether to skip), the last the tail (it keeps the residual, and for mag counts the steps)."""
+
+    lists: tuple[tuple[str, int], ...]
+    unregistered: tuple[str, ...]  # block classes without diffusers' TransformerBlockRegistry metadata
+
+    @property
+    def count(self) -> int:
+        return sum(n for _, n in self.lists)
+
+    def describe(self) -> str:
+        blocks = "block" if self.count == 1 else "blocks"
+        return f"{self.count} transformer {blocks} ({', '.join(f'{name}: {n}' for name, n in self.lists)})"
+
+
+def hooked_blocks(transformer: Any) -> HookedBlocks:
+    """What diffusers' block-level step caches would hook in this transformer, read from the model itself."""
     import importlib
 
     import torch
@@ -225,13 +246,29 @@ def registered_block_lists(transformer: Any) -> list[str]:
     helpers: Any = importlib.import_module("diffusers.hooks._helpers")
     registry = helpers.TransformerBlockRegistry
     registry._register()
-    found = []
+    lists: list[tuple[str, int]] = []
+    unregistered: set[str] = set()
     for name, child in transformer.named_children():
         if name not in common._ALL_TRANSFORMER_BLOCK_IDENTIFIERS or not isinstance(child, torch.nn.ModuleList):
             continue
-        if len(child) and all(type(block) in registry._registry for block in child):
-            found.append(name)
-    return found
+        lists.append((name, len(child)))
+        unregistered.update(type(block).__name__ for block in child if type(block) not in registry._registry)
+    return HookedBlocks(lists=tuple(lists), unregistered=tuple(sorted(unregistered)))
+
+
+def runs_denoiser_in_cache_context(pipeline_class: type) -> bool:
+    """Whether the pipeline wraps its denoiser calls in `transformer.cache_context(...)`, read from the
+    code that defines its __call__ (the pipeline's own module). First-block and TaylorSeer keep their
+    state per context and raise at the first step without one; code that cannot be read counts as yes
+    (diffusers decides, as before)."""
+    import inspect
+
+    owner = next((cls for cls in pipeline_class.__mro__ if "__call__" in vars(cls)), pipeline_class)
+    try:
+        source = inspect.getsource(inspect.getmodule(owner) or owner)
+    except (OSError, TypeError):
+        return True
+    return ".cache_context(" in source
 
 
 def taylorseer_targets(transformer: Any) -> list[str]:
@@ -285,7 +322,9 @@ def _step_cache_config(cache: StepCache, steps: int) -> Any:
     if cache.type is api.StepCacheType.TAYLORSEER:
         return hooks.TaylorSeerCacheConfig(
             cache_interval=int(cache.interval or DEFAULT_TAYLORSEER_INTERVAL),
-            disable_cache_before_step=min(TAYLORSEER_WARMUP_STEPS, max(steps - 1, 0)),
+            # At least the first step computes: with none before it diffusers would have nothing to
+            # predict from (interval 1 aside) and raise at step 0.
+            disable_cache_before_step=max(1, min(TAYLORSEER_WARMUP_STEPS, steps - 1)),
             taylor_factors_dtype=torch.float32,
             cache_identifiers=[TAYLORSEER_TARGETS],
         )
@@ -296,28 +335,58 @@ def _step_cache_config(cache: StepCache, steps: int) -> Any:
     )
 
 
-def _apply_step_cache(transformer: Any, plan: AccelerationPlan, steps: int, parallel: bool) -> str:
-    cache = plan.step_cache
-    source = plan.reasons["stepCache"]
-    if cache is None:
-        return f"stepCache: none ({source})"
+def step_cache_blocker(pipe: Any, transformer: Any, cache: StepCache, parallel: bool) -> str | None:
+    """Why `cache` cannot run on this model (None when it can), from the model's own structure: what
+    each of diffusers' caches needs before it hooks anything or at its first step."""
     name = type(transformer).__name__
     if not hasattr(transformer, "enable_cache"):
-        return f"stepCache: {cache.type.value} not applied: {name} does not support diffusers' caches"
+        return f"{name} does not support diffusers' caches"
     if cache.type in (api.StepCacheType.FIRST_BLOCK, api.StepCacheType.MAG):
-        if not registered_block_lists(transformer):
-            return f"stepCache: {cache.type.value} not applied: diffusers does not register the blocks of {name}"
+        blocks = hooked_blocks(transformer)
+        if not blocks.count:
+            return f"{name} has no transformer block list that diffusers' caches hook"
+        if blocks.unregistered:
+            return f"diffusers does not register the blocks of {name} ({', '.join(blocks.unregistered)})"
+        if blocks.count < 2 and cache.type is api.StepCacheType.FIRST_BLOCK:
+            # diffusers pops the head and then the tail block: with one block there is no tail
+            # (IndexError), and nothing would be left to skip anyway.
+            return (
+                f"{name} has {blocks.describe()}; first-block needs 2 or more: the first decides, the rest are skipped"
+            )
+        if blocks.count < 2:
+            # With one block diffusers puts head and tail on it, but a skipped step returns from the head
+            # before the tail counts it: every later step would take the wrong magRatio.
+            return f"{name} has {blocks.describe()}; mag needs 2 or more: the last block counts the steps, a skipped step never reaches it"
         if parallel:
             # Each rank would judge the residual of its own shard and skip differently: the
             # collectives inside the blocks would then wait forever.
-            return f"stepCache: {cache.type.value} not applied: its skip decision is per rank under context parallelism"
+            return "its skip decision is per rank under context parallelism"
     if cache.type is api.StepCacheType.TAYLORSEER and not taylorseer_targets(transformer):
-        return f"stepCache: taylorseer not applied: {name} has no per-block attention modules"
+        return f"{name} has no per-block attention modules"
+    if cache.type is not api.StepCacheType.MAG and not runs_denoiser_in_cache_context(type(pipe)):
+        # MagCache opens a context of its own when the pipeline has none; the other two raise.
+        return f"{type(pipe).__name__} does not run its denoiser in a cache context, where {cache.type.value} keeps its state"
+    return None
+
+
+def _apply_step_cache(
+    pipe: Any, transformer: Any, plan: AccelerationPlan, steps: int, parallel: bool
+) -> tuple[str, bool]:
+    """The status line, and whether a cache now runs."""
+    cache = plan.step_cache
+    source = plan.reasons["stepCache"]
+    if cache is None:
+        return f"stepCache: none ({source})", False
+    # Requested or the preset's, a cache the model cannot run is skipped and said so, like the other
+    # speed-ups: the video is the same one the spec asks for, only slower.
+    why = step_cache_blocker(pipe, transformer, cache, parallel)
+    if why is not None:
+        return f"stepCache: {cache.type.value} not applied: {why} ({source})", False
     transformer.enable_cache(_step_cache_config(cache, steps))
-    return f"stepCache: {cache.describe()} ({source})"
+    return f"stepCache: {cache.describe()} ({source})", True
 
 
-def _apply_compile(transformer: Any, plan: AccelerationPlan, env: Mapping[str, str]) -> str:
+def _apply_compile(transformer: Any, plan: AccelerationPlan, env: Mapping[str, str], *, step_cached: bool) -> str:
     if not plan.compile:
         return f"compile: {plan.reasons['compile']}"
     name = type(transformer).__name__
@@ -329,7 +398,7 @@ def _apply_compile(transformer: Any, plan: AccelerationPlan, env: Mapping[str, s
         return f"compile: not applied: none of {', '.join(repeated)} found in {name}"
     dirs = use_compile_caches(env)
     # Data-dependent skips of a step cache break graphs; without one the block is one graph.
-    fullgraph = plan.step_cache is None
+    fullgraph = not step_cached
     transformer.compile_repeated_blocks(fullgraph=fullgraph)
     where = f", cache {Path(dirs[ENV_INDUCTOR_CACHE]).parent}" if ENV_INDUCTOR_CACHE in dirs else ""
     return f"compile: regional, {count} x {'/'.join(repeated)}{' fullgraph' if fullgraph else ''}{where} ({plan.reasons['compile']})"
@@ -350,13 +419,13 @@ def apply_after_placement(
         what = "the pipeline has no transformer"
         notes = [f"attention: {plan.attention.value} not applied: {what}"] if plan.attention.value != "auto" else []
         if plan.step_cache is not None:
-            notes.append(f"stepCache: {plan.step_cache.type.value} not applied: {what}")
+            notes.append(f"stepCache: {plan.step_cache.type.value} not applied: {what} ({plan.reasons['stepCache']})")
         if plan.compile:
             notes.append(f"compile: not applied: {what}")
         return notes
-    notes = [_apply_attention(transformer, plan, cuda)]
-    notes.append(_apply_step_cache(transformer, plan, steps, parallel))
-    notes.append(_apply_compile(transformer, plan, env))
+    step_cache, step_cached = _apply_step_cache(pipe, transformer, plan, steps, parallel)
+    notes = [_apply_attention(transformer, plan, cuda), step_cache]
+    notes.append(_apply_compile(transformer, plan, env, step_cached=step_cached))
     for note in notes:
         log.info("acceleration: %s", note)
     return notes

@@ -1,10 +1,13 @@
 """spec.acceleration on the tiny Wan model: each speed-up really applies (blocks skipped, weights
-stored in fp8, blocks compiled, kernel chosen), defaults follow the preset, and the result says so."""
+stored in fp8, blocks compiled, kernel chosen), defaults follow the preset, and the result says so.
+A step cache the model cannot run (one transformer block, blocks diffusers does not register, a
+pipeline without cache contexts) is skipped and reported, through the runner, on other tiny families."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from runner_support import PROMPT, RunInProcess, TinyModels, tiny_spec
@@ -16,13 +19,32 @@ from videogen_runner.memory import MemoryPlan
 from videogen_runner.models import LoadedModel, inspect_model, load_pipeline
 from videogen_runner.presets import Family, GenerationParams
 
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
 CPU = MemoryPlan(api.MemoryMode.NONE, on_cuda=False, vae_tiling=False, reason="cpu")
 STEPS = 6
 PARAMS = GenerationParams(width=64, height=64, num_frames=9, fps=8, steps=STEPS, guidance_scale=5.0, seed=3)
 
 
-def load(path: Path) -> LoadedModel:
-    return load_pipeline(inspect_model(str(path), path, api.Task.TEXT_TO_VIDEO), cuda=False)
+def load(path: Path, task: api.Task = api.Task.TEXT_TO_VIDEO) -> LoadedModel:
+    return load_pipeline(inspect_model(str(path), path, task), cuda=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_family(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """The tiny model of a family (videogen_runner.tiny_models), built on first use."""
+    from videogen_runner import tiny_models
+
+    root = tmp_path_factory.mktemp("acceleration-families")
+    built: dict[str, Path] = {}
+
+    def get(family: str) -> Path:
+        if family not in built:
+            built[family] = tiny_models.save_tiny_pipeline(family, root / family)
+        return built[family]
+
+    return get
 
 
 def plan_for(spec: dict[str, Any] | None, preset: api.Preset = api.Preset.STANDARD) -> accel.AccelerationPlan:
@@ -49,8 +71,8 @@ def count_block_calls(loaded: LoadedModel) -> list[int]:
     return calls
 
 
-def run(loaded: LoadedModel) -> int:
-    request = GenerationRequest(prompt=PROMPT, negative_prompt=None, params=PARAMS)
+def run(loaded: LoadedModel, params: GenerationParams = PARAMS) -> int:
+    request = GenerationRequest(prompt=PROMPT, negative_prompt=None, params=params)
     frames = generate(loaded, request, CPU, lambda _s, _t: None, env={})
     return len(list(frames.iterator))
 
@@ -267,16 +289,156 @@ def test_mag_cache_skips_with_the_given_ratios(tiny_models: TinyModels) -> None:
     assert 0 < calls[-1] < 2 * STEPS, f"blocks skipped on some steps: {calls}"
 
 
-def test_step_caches_know_the_blocks_of_wan_ltx_and_cogvideox() -> None:
+def test_step_caches_read_the_blocks_from_the_model() -> None:
     from videogen_runner import tiny_models
 
-    cog = tiny_models.build_cogvideox_t2v().transformer
-    assert accel.registered_block_lists(tiny_models._wan_transformer(16, None)) == ["blocks"]
-    assert accel.registered_block_lists(tiny_models.build_ltx().transformer) == ["transformer_blocks"]
-    assert accel.registered_block_lists(cog) == ["transformer_blocks"]
-    assert accel.taylorseer_targets(tiny_models._wan_transformer(16, None)) == [
+    wan = tiny_models._wan_transformer(16, None)
+    assert accel.hooked_blocks(wan) == accel.HookedBlocks(lists=(("blocks", 2),), unregistered=())
+    assert accel.hooked_blocks(tiny_models.build_ltx().transformer) == accel.HookedBlocks(
+        lists=(("transformer_blocks", 1),), unregistered=()
+    )
+    cog = accel.hooked_blocks(tiny_models.build_cogvideox_t2v().transformer)
+    assert cog.count == 1 and cog.describe() == "1 transformer block (transformer_blocks: 1)"
+    skyreels = tiny_models._wan_transformer(16, None, model="SkyReelsV2Transformer3DModel")
+    assert accel.hooked_blocks(skyreels).unregistered == ("SkyReelsV2TransformerBlock",)
+    assert accel.taylorseer_targets(wan) == [
         "blocks.0.attn1",
         "blocks.0.attn2",
         "blocks.1.attn1",
         "blocks.1.attn2",
     ]
+
+
+def test_cache_contexts_are_read_from_the_pipelines_code() -> None:
+    import diffusers
+
+    assert accel.runs_denoiser_in_cache_context(diffusers.WanPipeline)
+    assert accel.runs_denoiser_in_cache_context(diffusers.CogVideoXPipeline)
+    assert accel.runs_denoiser_in_cache_context(diffusers.HunyuanVideoPipeline)
+    assert not accel.runs_denoiser_in_cache_context(diffusers.HunyuanVideoImageToVideoPipeline)
+
+    class Subclassed(diffusers.WanPipeline):
+        """Inherits __call__: its code is WanPipeline's."""
+
+    assert accel.runs_denoiser_in_cache_context(Subclassed)
+
+
+class TestNotApplicable:
+    """Caches the loaded model cannot run: no hook is installed, the note says why, the video decodes."""
+
+    @pytest.mark.parametrize(
+        ("step_cache", "why"),
+        [
+            ({"type": "first-block"}, "first-block needs 2 or more: the first decides, the rest are skipped"),
+            ({"type": "mag", "magRatios": [1.0] * STEPS}, "mag needs 2 or more: the last block counts the steps"),
+        ],
+    )
+    def test_block_caches_on_a_single_block_transformer(
+        self, tiny_family: Callable[[str], Path], step_cache: dict[str, Any], why: str
+    ) -> None:
+        loaded = load(tiny_family("cogvideox-t2v"))
+        notes = accel.apply_after_placement(
+            loaded.pipe, plan_for({"stepCache": step_cache}), cuda=False, steps=STEPS, env={}
+        )
+        kind = step_cache["type"]
+        assert notes[1].startswith(
+            f"stepCache: {kind} not applied: CogVideoXTransformer3DModel has 1 transformer block "
+            "(transformer_blocks: 1); "
+        ), notes[1]
+        assert why in notes[1] and notes[1].endswith("(requested)"), notes[1]
+        assert not loaded.pipe.transformer.is_cache_enabled
+        assert run(loaded) == 9
+
+    def test_taylorseer_still_runs_on_a_single_block_transformer(self, tiny_family: Callable[[str], Path]) -> None:
+        loaded = load(tiny_family("cogvideox-t2v"))
+        notes = accel.apply_after_placement(
+            loaded.pipe, plan_for({"stepCache": {"type": "taylorseer", "interval": 2}}), cuda=False, steps=STEPS, env={}
+        )
+        assert notes[1] == "stepCache: taylorseer interval 2 (requested)"
+        assert loaded.pipe.transformer.is_cache_enabled
+        assert run(loaded) == 9
+
+    @pytest.mark.parametrize("step_cache", [{"type": "first-block"}, {"type": "taylorseer"}])
+    def test_a_pipeline_without_cache_contexts(
+        self, tiny_family: Callable[[str], Path], step_cache: dict[str, Any]
+    ) -> None:
+        # HunyuanVideo I2V calls its transformer outside any cache_context: first-block and TaylorSeer
+        # would raise "No cache context is set" at the first step.
+        from PIL import Image
+
+        loaded = load(tiny_family("hunyuanvideo-i2v"), api.Task.IMAGE_TO_VIDEO)
+        notes = accel.apply_after_placement(
+            loaded.pipe, plan_for({"stepCache": step_cache}), cuda=False, steps=2, env={}
+        )
+        assert notes[1] == (
+            f"stepCache: {step_cache['type']} not applied: HunyuanVideoImageToVideoPipeline does not run its "
+            f"denoiser in a cache context, where {step_cache['type']} keeps its state (requested)"
+        )
+        params = GenerationParams(width=64, height=64, num_frames=9, fps=8, steps=2, guidance_scale=5.0, seed=3)
+        request = GenerationRequest(
+            prompt=PROMPT, negative_prompt=None, params=params, image=Image.new("RGB", (64, 64), (200, 30, 30))
+        )
+        frames = generate(loaded, request, CPU, lambda _s, _t: None, env={})
+        assert len(list(frames.iterator)) == 9
+
+    def test_taylorseer_with_a_single_step(self, tiny_models: TinyModels) -> None:
+        # The first step always computes: there is nothing before it to predict from.
+        loaded = load(tiny_models.wan_t2v)
+        notes = accel.apply_after_placement(
+            loaded.pipe, plan_for({"stepCache": {"type": "taylorseer", "interval": 2}}), cuda=False, steps=1, env={}
+        )
+        assert notes[1] == "stepCache: taylorseer interval 2 (requested)"
+        params = GenerationParams(width=64, height=64, num_frames=9, fps=8, steps=1, guidance_scale=5.0, seed=3)
+        assert run(loaded, params) == 9
+
+
+ONE_BLOCK = "has 1 transformer block (transformer_blocks: 1); first-block needs 2 or more: the first decides, the rest are skipped"
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize(
+    ("family", "preset", "acceleration", "expected"),
+    [
+        (
+            "cogvideox-t2v",
+            "fast",
+            None,
+            f"first-block not applied: CogVideoXTransformer3DModel {ONE_BLOCK} (preset fast)",
+        ),
+        ("ltx", "fast", None, f"first-block not applied: LTXVideoTransformer3DModel {ONE_BLOCK} (preset fast)"),
+        (
+            "cogvideox-t2v",
+            "standard",
+            {"stepCache": {"type": "first-block"}},
+            f"first-block not applied: CogVideoXTransformer3DModel {ONE_BLOCK} (requested)",
+        ),
+        (
+            "mochi",
+            "standard",
+            {"stepCache": {"type": "first-block"}},
+            f"first-block threshold {accel.DEFAULT_FIRST_BLOCK_THRESHOLD} (requested)",
+        ),
+    ],
+    ids=["cogvideox-fast", "ltx-fast", "cogvideox-requested", "mochi-two-blocks"],
+)
+def test_the_runner_skips_a_step_cache_the_model_cannot_run(
+    tiny_family: Callable[[str], Path],
+    run_inprocess: RunInProcess,
+    s3_env: dict[str, str],
+    bucket: str,
+    s3_client: S3Client,
+    family: str,
+    preset: str,
+    acceleration: dict[str, Any] | None,
+    expected: str,
+) -> None:
+    """Through the runner: the job succeeds with the video, and its result says what was not applied and
+    why (a request is no different from the preset's choice: a speed-up, never a change of the video)."""
+    extra = {"acceleration": acceleration} if acceleration is not None else {}
+    spec = tiny_spec(
+        str(tiny_family(family)), preset=preset, output={"bucket": bucket, "key": f"{family}.mp4"}, **extra
+    )
+    code, result = run_inprocess(spec, s3_env)
+    assert code == 0, result
+    assert f"stepCache: {expected}" in result["acceleration"], result["acceleration"]
+    assert s3_client.head_object(Bucket=bucket, Key=f"{family}.mp4")["ContentLength"] > 0
