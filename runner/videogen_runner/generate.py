@@ -237,6 +237,23 @@ def _no_denoised() -> None:
     return None
 
 
+@contextmanager
+def seeded_global_rng(seed: int) -> Iterator[None]:
+    """torch's global generators (CPU and every CUDA device) seeded with the spec's seed for the call,
+    and restored after it.
+
+    The call's own `generator` drives the noise, but some pipelines also draw from the global
+    generators (I2VGen-XL samples its image latents with `latent_dist.sample()` and no generator):
+    without this, the same spec and seed would give another video on every run."""
+    import torch
+
+    cuda: Any = torch.cuda  # is_initialized is untyped
+    devices = list(range(cuda.device_count())) if cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
 def generate(
     loaded: LoadedModel,
     request: GenerationRequest,
@@ -271,7 +288,7 @@ def generate(
     import torch
 
     try:
-        with torch.inference_mode(), counting:
+        with torch.inference_mode(), counting, seeded_global_rng(request.params.seed):
             output = pipe(**kwargs)
     except Exception as exc:
         if watch.done > 0 or isinstance(exc, RunnerError) or is_cuda_oom(exc):
