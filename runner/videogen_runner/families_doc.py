@@ -33,6 +33,10 @@ def _adjusted(data: FamilyData) -> str:
         )
         notes.append(f"flow shift {shifts}")
     notes += [f"refuses `{field}`" for field in data.unsupported_fields]
+    if data.dropped_leading_frames:
+        notes.append(
+            f"asks the pipeline for {data.dropped_leading_frames} more frames (it drops that many leading frames)"
+        )
     if data.image_input == "first-frame-video":
         notes.append("image becomes frame 0 of a masked video")
     return "; ".join(notes)

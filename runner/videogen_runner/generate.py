@@ -141,7 +141,8 @@ def _pipeline_kwargs(loaded: LoadedModel, request: GenerationRequest, output_typ
         "prompt": request.prompt,
         "height": p.height,
         "width": p.width,
-        "num_frames": p.num_frames,
+        # More than the video's frames where the pipeline drops leading ones (HunyuanVideo-I2V-33ch).
+        "num_frames": profile.pipeline_frames(p.num_frames),
         "num_inference_steps": p.steps,
         "guidance_scale": p.guidance_scale,
         # A CPU generator gives the same noise on any GPU: a seed reproduces across nodes.

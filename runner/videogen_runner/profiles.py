@@ -84,6 +84,9 @@ class FamilyData(_Data):
     check_inputs_multiple: int = Field(default=api.DIMENSION_MULTIPLE, alias="checkInputsMultiple", ge=1)
     unsupported_fields: dict[str, str] = Field(default_factory=dict, alias="unsupportedFields")
     call_defaults: dict[str, Any] = Field(default_factory=dict, alias="callDefaults")
+    # Frames the pipeline cuts from the start of the decoded video (HunyuanVideo-I2V-33ch drops the
+    # image's 4): the runner asks it for that many more, so the video has the frames resolved.
+    dropped_leading_frames: int = Field(default=0, alias="droppedLeadingFrames", ge=0, le=api.MAX_FRAMES)
 
 
 # The fallback for a diffusers video pipeline the table does not know: its shape rules still come
@@ -387,6 +390,10 @@ class Profile:
     @property
     def presets(self) -> dict[api.Preset, PresetValues]:
         return preset_values(self.data)
+
+    def pipeline_frames(self, num_frames: int) -> int:
+        """The num_frames to ask the pipeline for so that the video it returns has `num_frames`."""
+        return num_frames + self.data.dropped_leading_frames
 
     def describe(self) -> str:
         g = self.geometry

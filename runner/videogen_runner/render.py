@@ -165,7 +165,8 @@ def render_video(
         free_bytes=coldstart.free_for_plan(cuda_free_bytes() if cuda else None, loaded, device_map),
         model_bytes=loaded.model_bytes,
         largest_component_bytes=loaded.largest_component_bytes,
-        output=OutputSize(params.width, params.height, params.num_frames),
+        # The decode holds the frames the pipeline makes, including those it drops afterwards.
+        output=OutputSize(params.width, params.height, profile.pipeline_frames(params.num_frames)),
         large_frame_pixels=profile.data.vae_tiling_from_pixels,
     )
     apply_memory_plan(loaded.pipe, plan)

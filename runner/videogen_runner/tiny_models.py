@@ -42,6 +42,7 @@ FAMILIES = (
     "easyanimate-inp",
     "hunyuanvideo-t2v",
     "hunyuanvideo-i2v",
+    "hunyuanvideo-i2v-33ch",
 )
 SEED = 0
 TEXT_DIM = 32
@@ -504,22 +505,22 @@ def _hunyuan_clip_text(tokenizer_2: Any) -> Any:
 
 def _hunyuan_transformer(**variant: Any) -> Any:
     _seeded()
-    return _lib("diffusers").HunyuanVideoTransformer3DModel(
-        in_channels=4,
-        out_channels=4,
-        num_attention_heads=2,
-        attention_head_dim=10,
-        num_layers=1,
-        num_single_layers=1,
-        num_refiner_layers=1,
-        patch_size=1,
-        patch_size_t=1,
-        guidance_embeds=True,
-        text_embed_dim=16,
-        pooled_projection_dim=8,
-        rope_axes_dim=(2, 4, 4),
-        **variant,
-    )
+    config: dict[str, Any] = {
+        "in_channels": 4,
+        "out_channels": 4,
+        "num_attention_heads": 2,
+        "attention_head_dim": 10,
+        "num_layers": 1,
+        "num_single_layers": 1,
+        "num_refiner_layers": 1,
+        "patch_size": 1,
+        "patch_size_t": 1,
+        "guidance_embeds": True,
+        "text_embed_dim": 16,
+        "pooled_projection_dim": 8,
+        "rope_axes_dim": (2, 4, 4),
+    }
+    return _lib("diffusers").HunyuanVideoTransformer3DModel(**{**config, **variant})
 
 
 def _hunyuan_vae() -> Any:
@@ -623,10 +624,10 @@ def build_llava_llama3_tokenizer(template: str) -> Any:
     )
 
 
-def build_hunyuanvideo_i2v() -> Any:
-    """HunyuanVideo-I2V (the 16-channel checkpoint): a Llava text encoder that reads the image as
-    576 tokens inside the library's default prompt template, CLIP pooled text, a guidance-embedded
-    transformer whose first latent frame is the image's latent (token_replace)."""
+def _hunyuanvideo_i2v(image_condition_type: str) -> Any:
+    """HunyuanVideo-I2V: a Llava text encoder that reads the image as 576 tokens inside the
+    library's default prompt template, CLIP pooled text, and a transformer conditioned on the image
+    in one of the two ways the checkpoints use (`image_condition_type`)."""
     diffusers = _lib("diffusers")
     transformers = _lib("transformers")
     # The pipeline's own default template, which the runner leaves in place.
@@ -665,16 +666,33 @@ def build_hunyuanvideo_i2v() -> Any:
             pad_token_id=1,
         )
     )
+    if image_condition_type == "token_replace":
+        # The 16-channel checkpoint: guidance embedded, the first latent frame is the image's latent.
+        transformer = _hunyuan_transformer(image_condition_type="token_replace")
+    else:
+        # The 33-channel checkpoint: noise, image latents (frame 0 only) and a mask, concatenated;
+        # no guidance embedding.
+        transformer = _hunyuan_transformer(
+            image_condition_type="latent_concat", in_channels=2 * 4 + 1, guidance_embeds=False
+        )
     return diffusers.HunyuanVideoImageToVideoPipeline(
         text_encoder=text_encoder,
         tokenizer=tokenizer,
-        transformer=_hunyuan_transformer(image_condition_type="token_replace"),
+        transformer=transformer,
         vae=_hunyuan_vae(),
         scheduler=diffusers.FlowMatchEulerDiscreteScheduler(shift=7.0),
         text_encoder_2=_hunyuan_clip_text(tokenizer_2),
         tokenizer_2=tokenizer_2,
         image_processor=transformers.CLIPImageProcessor(crop_size=side, size=side),
     )
+
+
+def build_hunyuanvideo_i2v() -> Any:
+    return _hunyuanvideo_i2v("token_replace")
+
+
+def build_hunyuanvideo_i2v_33ch() -> Any:
+    return _hunyuanvideo_i2v("latent_concat")
 
 
 def build_skyreels_v2_i2v() -> Any:
@@ -751,6 +769,7 @@ BUILDERS: dict[str, Callable[[], Any]] = {
     "easyanimate-inp": build_easyanimate_inp,
     "hunyuanvideo-t2v": build_hunyuanvideo_t2v,
     "hunyuanvideo-i2v": build_hunyuanvideo_i2v,
+    "hunyuanvideo-i2v-33ch": build_hunyuanvideo_i2v_33ch,
 }
 
 

@@ -186,6 +186,18 @@ CASES = [
             "width 72 -> 64 (HunyuanVideo I2V needs a multiple of 16)",
         ],
     ),
+    # The 33-channel variant's pipeline cuts 4 leading frames after decoding: the runner asks it for 4
+    # more, so the video has the 9 frames the status reports and only the rounding is an adjustment.
+    Case(
+        "hunyuanvideo-i2v-33ch",
+        I2V,
+        {"width": 72, "height": 64, "numFrames": 10},
+        (64, 64, 9),
+        [
+            "numFrames 10 -> 9 (HunyuanVideo I2V 33ch needs 4k+1 frames)",
+            "width 72 -> 64 (HunyuanVideo I2V 33ch needs a multiple of 16)",
+        ],
+    ),
 ]
 
 

@@ -73,6 +73,15 @@ class TestData:
         with pytest.raises(ModelLoadError, match=r"platform\.yaml: not valid YAML"):
             family_data("WanPipeline", model_dir(tmp_path / "y"), {ENV_MODEL_PROFILES: str(platform)})
 
+    def test_hunyuanvideo_i2v_33ch_asks_its_pipeline_for_the_frames_it_cuts(self, tmp_path: Path) -> None:
+        model = model_dir(tmp_path, transformer={"image_condition_type": "latent_concat"})
+        data = family_data("HunyuanVideoImageToVideoPipeline", model, {})
+        profile = Profile("HunyuanVideoImageToVideoPipeline", data, Geometry(4, 16), frozenset(), None, True)
+        assert data.label == "HunyuanVideo I2V 33ch"
+        assert profile.pipeline_frames(9) == 13, "num_frames=13 decodes 13 frames, of which the pipeline keeps 9"
+        token_replace = family_data("HunyuanVideoImageToVideoPipeline", model_dir(tmp_path / "16ch"), {})
+        assert token_replace.dropped_leading_frames == 0
+
     def test_flow_shift_follows_the_resolution(self, tmp_path: Path) -> None:
         data = family_data("WanPipeline", model_dir(tmp_path), {})
         profile = Profile("WanPipeline", data, Geometry(4, 16), frozenset(), None, True)
