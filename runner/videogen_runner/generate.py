@@ -131,7 +131,7 @@ def _first_frame_video(pipe: Any, image: Image.Image, params: GenerationParams) 
     return video, mask
 
 
-def _pipeline_kwargs(loaded: LoadedModel, request: GenerationRequest, output_type: str) -> dict[str, Any]:
+def pipeline_kwargs(loaded: LoadedModel, request: GenerationRequest, output_type: str) -> dict[str, Any]:
     import torch
 
     p = request.params
@@ -162,7 +162,11 @@ def _pipeline_kwargs(loaded: LoadedModel, request: GenerationRequest, output_typ
     if profile.fps_argument is not None:
         # LTX (frame_rate), I2VGen-XL (target_fps), SVD (fps) condition on the frame rate.
         kwargs[profile.fps_argument] = p.fps
-    # Fields the pipeline would drop were refused up front (profiles.refuse_dropped_fields).
+    for ours, theirs in profile.data.renamed_arguments.items():
+        if ours in kwargs:
+            kwargs[theirs] = kwargs.pop(ours)
+    # Fields the pipeline would drop were refused up front (profiles.refuse_dropped_fields), or are
+    # listed in status.adjustments where the contract requires them (profiles.ignored_fields).
     return {k: v for k, v in kwargs.items() if k in accepted}
 
 
@@ -272,7 +276,7 @@ def generate(
     pipe = loaded.pipe
     profile = loaded.profile
     stream = _can_stream_wan_decode(loaded, plan)
-    kwargs = _pipeline_kwargs(loaded, request, "latent" if stream else "np")
+    kwargs = pipeline_kwargs(loaded, request, "latent" if stream else "np")
     watch = StepWatch(
         total=request.params.steps,
         on_step=on_step,

@@ -29,6 +29,7 @@ class Family(StrEnum):
     SKYREELS_V2 = "skyreels-v2"
     EASYANIMATE = "easyanimate"
     I2VGEN_XL = "i2vgen-xl"
+    SVD = "svd"
     GENERIC = "generic"
 
     @classmethod

@@ -83,6 +83,12 @@ class FamilyData(_Data):
     vae_tiling_from_pixels: int | None = Field(default=None, alias="vaeTilingFromPixels")
     check_inputs_multiple: int = Field(default=api.DIMENSION_MULTIPLE, alias="checkInputsMultiple", ge=1)
     unsupported_fields: dict[str, str] = Field(default_factory=dict, alias="unsupportedFields")
+    # Spec fields the contract requires but the pipeline has no use for (SVD's prompt): reported in
+    # status.adjustments instead of refused, since no spec could leave them out.
+    ignored_fields: dict[str, str] = Field(default_factory=dict, alias="ignoredFields")
+    # Call arguments this pipeline names differently: runner name -> the pipeline's (SVD's guidance
+    # ramps from min_guidance_scale to max_guidance_scale over the frames; the spec sets the latter).
+    renamed_arguments: dict[str, str] = Field(default_factory=dict, alias="renamedArguments")
     call_defaults: dict[str, Any] = Field(default_factory=dict, alias="callDefaults")
     # Frames the pipeline cuts from the start of the decoded video (HunyuanVideo-I2V-33ch drops the
     # image's 4): the runner asks it for that many more, so the video has the frames resolved.
@@ -508,8 +514,9 @@ def dropped_fields(
     """(spec field, why) for every field the user set that this pipeline would not use."""
     given = spec.model_dump(by_alias=True, exclude_none=True)
     dropped: list[tuple[str, str]] = []
-    for spec_field, argument in FIELD_ARGUMENTS.items():
-        if spec_field in given and argument not in call_parameters:
+    for spec_field, ours in FIELD_ARGUMENTS.items():
+        argument = data.renamed_arguments.get(ours, ours)
+        if spec_field in given and spec_field not in data.ignored_fields and argument not in call_parameters:
             dropped.append((spec_field, f"{pipeline_class} has no {argument} argument"))
     for spec_field, why in data.unsupported_fields.items():
         if spec_field in given:
@@ -517,6 +524,13 @@ def dropped_fields(
     if spec.image and data.image_input == "image" and "image" not in call_parameters:
         dropped.append(("image", f"{pipeline_class} takes no image"))
     return dropped
+
+
+def ignored_fields(data: FamilyData, spec: api.VideoGenJobSpec) -> list[str]:
+    """status.adjustments lines for the fields the spec sets that this pipeline does not use (and that
+    are not refused because the contract requires them)."""
+    given = spec.model_dump(by_alias=True, exclude_none=True)
+    return [f"{name} ignored ({why})" for name, why in data.ignored_fields.items() if name in given]
 
 
 def refuse_dropped_fields(

@@ -108,7 +108,7 @@ def render_video(
     from .oom import generate_with_fallback
     from .placement import apply_memory_plan, cuda_available, cuda_free_bytes
     from .presets import resolve_params
-    from .profiles import apply_flow_shift, refuse_dropped_fields
+    from .profiles import apply_flow_shift, ignored_fields, refuse_dropped_fields
 
     clock = clock or StageClock()
     policy = policy or RetryPolicy.from_env(env)
@@ -150,7 +150,8 @@ def render_video(
     )
     for note in resolved.filled:
         log.info("filled %s", note)
-    for note in resolved.adjustments:
+    adjustments = [*resolved.adjustments, *ignored_fields(profile.data, spec)]
+    for note in adjustments:
         log.warning("adjusted %s", note)
     params = resolved.params
     apply_flow_shift(loaded.pipe, profile, params.width, params.height)
@@ -205,7 +206,6 @@ def render_video(
     encoded = encode_frames(timed, video_path, spec.output.format, params.fps, poster_index=frames.expected // 2)
     clock.add("generating", timed.seconds)
     clock.add("encoding", time.monotonic() - started - timed.seconds)
-    adjustments = list(resolved.adjustments)
     if encoded.frames != params.num_frames:
         # Never expected (the rules above are the pipeline's own), but the result must tell the truth.
         note = f"numFrames {params.num_frames} -> {encoded.frames} ({profile.label} produced {encoded.frames} frames)"

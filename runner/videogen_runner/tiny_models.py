@@ -43,6 +43,7 @@ FAMILIES = (
     "hunyuanvideo-t2v",
     "hunyuanvideo-i2v",
     "hunyuanvideo-i2v-33ch",
+    "svd",
 )
 SEED = 0
 TEXT_DIM = 32
@@ -401,6 +402,71 @@ def build_i2vgen_xl() -> Any:
             clip_sample=False,
             set_alpha_to_one=False,
         ),
+    )
+
+
+def build_svd() -> Any:
+    """Stable Video Diffusion (img2vid, 14 frames): a spatio-temporal UNet conditioned on the CLIP image
+    embedding, on the image's VAE latents (concatenated per frame) and on fps/motion bucket/noise
+    augmentation (three added time ids); an 8x VAE with a temporal decoder; no text at all. Shapes as
+    diffusers' fast tests, but the VAE compresses 8x as the real one (its group norms need 32 channels)
+    and the CLIP encoder reads the 224x224 image the pipeline resizes every input to."""
+    diffusers = _lib("diffusers")
+    transformers = _lib("transformers")
+    _seeded()
+    unet = diffusers.UNetSpatioTemporalConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        in_channels=8,  # noise latents + the image's latents
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
+        up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
+        cross_attention_dim=32,
+        num_attention_heads=(2, 4),
+        addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=3 * 8,  # fps, motion_bucket_id, noise_aug_strength
+        num_frames=14,
+    )
+    _seeded()
+    vae = diffusers.AutoencoderKLTemporalDecoder(
+        block_out_channels=(32, 32, 32, 32),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        latent_channels=4,
+    )
+    _seeded()
+    image_encoder = transformers.CLIPVisionModelWithProjection(
+        transformers.CLIPVisionConfig(
+            hidden_size=32,
+            projection_dim=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=224,
+            intermediate_size=37,
+            patch_size=32,
+        )
+    )
+    return diffusers.StableVideoDiffusionPipeline(
+        vae=vae,
+        image_encoder=image_encoder,
+        unet=unet,
+        # SVD's own scheduler configuration (stabilityai/stable-video-diffusion-img2vid).
+        scheduler=diffusers.EulerDiscreteScheduler(
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            interpolation_type="linear",
+            num_train_timesteps=1000,
+            prediction_type="v_prediction",
+            sigma_max=700.0,
+            sigma_min=0.002,
+            steps_offset=1,
+            timestep_spacing="leading",
+            timestep_type="continuous",
+            use_karras_sigmas=True,
+        ),
+        feature_extractor=transformers.CLIPImageProcessor(crop_size=224, size=224),
     )
 
 
@@ -770,6 +836,7 @@ BUILDERS: dict[str, Callable[[], Any]] = {
     "hunyuanvideo-t2v": build_hunyuanvideo_t2v,
     "hunyuanvideo-i2v": build_hunyuanvideo_i2v,
     "hunyuanvideo-i2v-33ch": build_hunyuanvideo_i2v_33ch,
+    "svd": build_svd,
 }
 
 

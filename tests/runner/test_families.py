@@ -50,6 +50,8 @@ class Case:
     adjustments: list[str] = field(default_factory=list)
     # The first latent frame is the image's latent and the VAE decodes frame 0 from it alone.
     first_frame_ignores_seed: bool = False
+    # Frames per VAE decode call, where the profile decodes in chunks (SVD's decode_chunk_size).
+    decode_chunks: list[int] | None = None
 
     @property
     def id(self) -> str:
@@ -198,6 +200,16 @@ CASES = [
             "width 72 -> 64 (HunyuanVideo I2V 33ch needs a multiple of 16)",
         ],
     ),
+    # No temporal compression, sides of 8: 72x64 and 10 frames are kept. The contract's required
+    # prompt is reported as ignored (SVD has no text input); the VAE decodes 8 frames at a time.
+    Case(
+        "svd",
+        I2V,
+        {"width": 72, "height": 64, "numFrames": 10},
+        (72, 64, 10),
+        ["prompt ignored (Stable Video Diffusion is conditioned on the image alone)"],
+        decode_chunks=[8, 2],
+    ),
 ]
 
 
@@ -297,6 +309,23 @@ def spy_on_vae_encode(model: Path, monkeypatch: pytest.MonkeyPatch) -> list[np.n
     return seen
 
 
+def spy_on_vae_decode_frames(model: Path, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record how many frames each VAE decode call of an image VAE with a temporal decoder (SVD) gets:
+    its latents are (frames, C, H, W)."""
+    import diffusers
+
+    vae_class = getattr(diffusers, json.loads((model / "vae" / "config.json").read_text())["_class_name"])
+    decode = vae_class.decode
+    seen: list[int] = []
+
+    def recording_decode(self: Any, z: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(int(z.shape[0]))
+        return decode(self, z, *args, **kwargs)
+
+    monkeypatch.setattr(vae_class, "decode", recording_decode)
+    return seen
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_family_end_to_end(
     case: Case,
@@ -312,6 +341,7 @@ def test_family_end_to_end(
     model = family_model(case.family)
     width, height, frames = case.expect
     encoded = spy_on_vae_encode(model, monkeypatch) if case.task == I2V else []
+    decoded = spy_on_vae_decode_frames(model, monkeypatch) if case.decode_chunks is not None else []
 
     def run(name: str, image: tuple[Color, Color, Color, Color] | None = None, seed: int = 5) -> np.ndarray[Any, Any]:
         """Run the case's spec, check the result and the video against it; the MP4's first frame."""
@@ -330,6 +360,7 @@ def test_family_end_to_end(
             spec["image"] = f"s3://{bucket}/in/{name}.png"
         caplog.clear()
         encoded.clear()
+        decoded.clear()
         with caplog.at_level(logging.INFO, logger="videogen_runner"):
             code, message = run_inprocess(spec, s3_env)
 
@@ -346,6 +377,8 @@ def test_family_end_to_end(
         stages, steps = stages_in(caplog.records)
         assert stages == ["loading", "generating", "encoding", "uploading", "done"]
         assert steps[-2:] == ["generating 1/2", "generating 2/2"]
+        if case.decode_chunks is not None:
+            assert decoded == case.decode_chunks, "the VAE decodes the profile's chunks of frames"
         if image is not None:
             assert encoded, "the pipeline encoded no image"
             for frame in encoded:
@@ -448,6 +481,39 @@ def test_hunyuanvideo_i2v_serves_wide_and_tall_videos(
     info = probe(path)
     assert (result.output.width, result.output.height, result.output.frames) == (width, height, 5)
     assert (info.width, info.height, info.frames) == (width, height, 5)
+
+
+def test_svd_is_called_with_its_own_arguments(family_model: Callable[[str], Path]) -> None:
+    """What the runner hands StableVideoDiffusionPipeline: the image, spec.guidanceScale as
+    max_guidance_scale, spec.fps as its fps conditioning, the profile's micro-conditioning and decode
+    chunk; no prompt (it has none)."""
+    from PIL import Image
+
+    from videogen_runner.generate import GenerationRequest, pipeline_kwargs
+    from videogen_runner.models import inspect_model, load_pipeline
+    from videogen_runner.presets import GenerationParams
+
+    model = family_model("svd")
+    loaded = load_pipeline(inspect_model(str(model), model, api.Task.IMAGE_TO_VIDEO, {}), cuda=False, env={})
+    image = Image.new("RGB", (72, 64))
+    params = GenerationParams(width=72, height=64, num_frames=10, fps=12, steps=2, guidance_scale=2.5, seed=1)
+
+    kwargs = pipeline_kwargs(loaded, GenerationRequest(PROMPT, None, params, image), "np")
+
+    assert kwargs.pop("generator").initial_seed() == 1
+    assert kwargs == {
+        "image": image,
+        "height": 64,
+        "width": 72,
+        "num_frames": 10,
+        "num_inference_steps": 2,
+        "max_guidance_scale": 2.5,
+        "fps": 12,
+        "motion_bucket_id": 127,
+        "noise_aug_strength": 0.02,
+        "decode_chunk_size": 8,
+        "output_type": "np",
+    }
 
 
 @pytest.mark.parametrize(

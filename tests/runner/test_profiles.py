@@ -17,6 +17,7 @@ from videogen_runner.profiles import (
     Profile,
     dropped_fields,
     family_data,
+    ignored_fields,
     select_pipeline,
 )
 
@@ -111,11 +112,24 @@ class TestTaskRoutes:
 
 class TestDroppedFields:
     def test_a_pipeline_without_a_prompt_argument_refuses_the_prompt(self, tmp_path: Path) -> None:
-        # StableVideoDiffusionPipeline: image only; a prompt would silently do nothing.
+        # A class the table does not know, image only: a prompt would silently do nothing.
         params = frozenset({"image", "height", "width", "num_frames", "num_inference_steps", "fps"})
-        data = family_data("StableVideoDiffusionPipeline", model_dir(tmp_path), {})
-        dropped = dropped_fields("StableVideoDiffusionPipeline", params, data, spec(guidanceScale=3.0))
+        data = family_data("SomeImageOnlyVideoPipeline", model_dir(tmp_path), {})
+        dropped = dropped_fields("SomeImageOnlyVideoPipeline", params, data, spec(guidanceScale=3.0))
         assert [f for f, _ in dropped] == ["prompt", "guidanceScale"]
+
+    def test_svd_ignores_the_required_prompt_and_takes_guidance_as_its_maximum(self, tmp_path: Path) -> None:
+        params = frozenset({"image", "height", "width", "num_frames", "num_inference_steps", "max_guidance_scale"})
+        data = family_data("StableVideoDiffusionPipeline", model_dir(tmp_path), {})
+        given = spec(task="image-to-video", image="s3://bucket/i.png", guidanceScale=3.0)
+
+        assert dropped_fields("StableVideoDiffusionPipeline", params, data, given) == []
+        assert ignored_fields(data, given) == [
+            "prompt ignored (Stable Video Diffusion is conditioned on the image alone)"
+        ]
+        assert data.renamed_arguments == {"guidance_scale": "max_guidance_scale"}
+        refused = dropped_fields("StableVideoDiffusionPipeline", params, data, spec(negativePrompt="x"))
+        assert [f for f, _ in refused] == ["negativePrompt"], "optional fields it cannot use are still refused"
 
     def test_nothing_is_dropped_for_a_spec_the_pipeline_takes_whole(self, tmp_path: Path) -> None:
         params = frozenset({"prompt", "negative_prompt", "guidance_scale", "num_frames", "height", "width"})
