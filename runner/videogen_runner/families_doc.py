@@ -39,6 +39,8 @@ def _adjusted(data: FamilyData) -> str:
         notes.append(
             f"asks the pipeline for {data.dropped_leading_frames} more frames (it drops that many leading frames)"
         )
+    if data.image_crf is not None:
+        notes.append(f"input image re-compressed as H.264 at CRF {data.image_crf} (as trained)")
     if data.image_input == "first-frame-video":
         notes.append("image becomes frame 0 of a masked video")
     return "; ".join(notes)

@@ -29,7 +29,8 @@ from PIL import Image
 
 from videogen_api import v1alpha1 as api
 
-from .errors import InvalidInputError, RunnerError, is_cuda_oom, one_line
+from .encode import Audio
+from .errors import InvalidInputError, ModelLoadError, RunnerError, is_cuda_oom, one_line
 from .memory import MemoryPlan
 from .models import LoadedModel
 from .presets import Family, GenerationParams
@@ -57,6 +58,32 @@ class Frames:
     streamed: bool
     # The latents of a streamed decode, kept so a decode that runs out of memory can be retried tiled.
     latents: Any = None
+    # The soundtrack of pipelines that generate one (LTX-2), to be muxed with the frames.
+    audio: Audio | None = None
+
+
+def audio_sample_rate(pipe: Any) -> int | None:
+    """The sample rate of the waveform a pipeline returns, from its configs: the vocoder's output rate
+    (LTX-2's audio VAE works at 16 kHz, its vocoder writes 24 kHz), else the pipeline's own."""
+    config = getattr(getattr(pipe, "vocoder", None), "config", None)
+    rate = config.get("output_sampling_rate") if config is not None else None
+    rate = rate or getattr(pipe, "audio_sampling_rate", None)
+    return int(rate) if isinstance(rate, int | float) and rate > 0 else None
+
+
+def audio_of(pipe: Any, output: Any) -> Audio | None:
+    """The first video's audio track from a pipeline output with an `audio` field, as samples x channels."""
+    waveform = getattr(output, "audio", None)
+    if waveform is None:
+        return None
+    rate = audio_sample_rate(pipe)
+    if rate is None:
+        log.warning("%s returned audio but its configs give no sample rate: the audio is dropped", type(pipe).__name__)
+        return None
+    first = waveform[0]
+    array = first.float().cpu().numpy() if hasattr(first, "cpu") else np.asarray(first, dtype=np.float32)
+    array = array.reshape(1, -1) if array.ndim == 1 else array  # (channels, samples)
+    return Audio(samples=np.ascontiguousarray(array.T, dtype=np.float32), rate=rate)
 
 
 def _can_stream_wan_decode(loaded: LoadedModel, plan: MemoryPlan) -> bool:
@@ -159,6 +186,11 @@ def pipeline_kwargs(loaded: LoadedModel, request: GenerationRequest, output_type
             kwargs["video"], kwargs["mask_video"] = _first_frame_video(loaded.pipe, request.image, p)
         else:
             kwargs["image"] = request.image
+    if request.image is not None and profile.data.image_crf is not None:
+        from .image_crf import IMAGE_CRF_ARGUMENT
+
+        # The runner re-compressed the image already (image_crf.py); the pipeline must not do it again.
+        kwargs[IMAGE_CRF_ARGUMENT] = 0
     if profile.fps_argument is not None:
         # LTX (frame_rate), I2VGen-XL (target_fps), SVD (fps) condition on the frame rate.
         kwargs[profile.fps_argument] = p.fps
@@ -299,6 +331,12 @@ def generate(
         if watch.done > 0 or isinstance(exc, RunnerError) or is_cuda_oom(exc):
             raise
         message = one_line(f"{type(exc).__name__}: {exc}", 600)
+        if isinstance(exc, ImportError):
+            # The runner's environment lacks what the pipeline imports: no spec would run, none is at fault.
+            raise ModelLoadError(
+                f"model {loaded.info.uri}: {profile.pipeline_class} needs a Python package the runner does not "
+                f"ship: {message}"
+            ) from exc
         field_name = field_of_pipeline_error(str(exc))
         raise InvalidInputError(
             f"{field_name}: {profile.pipeline_class} refused the inputs before the first denoising step "
@@ -314,4 +352,4 @@ def generate(
             latents=video,
         )
     array = video[0] if isinstance(video, np.ndarray) and video.ndim == 5 else np.asarray(video[0])
-    return Frames(iterator=iter(array), expected=int(array.shape[0]), streamed=False)
+    return Frames(iterator=iter(array), expected=int(array.shape[0]), streamed=False, audio=audio_of(pipe, output))

@@ -30,6 +30,7 @@ class Family(StrEnum):
     EASYANIMATE = "easyanimate"
     I2VGEN_XL = "i2vgen-xl"
     SVD = "svd"
+    LTX2 = "ltx2"
     GENERIC = "generic"
 
     @classmethod

@@ -93,6 +93,8 @@ class FamilyData(_Data):
     # Frames the pipeline cuts from the start of the decoded video (HunyuanVideo-I2V-33ch drops the
     # image's 4): the runner asks it for that many more, so the video has the frames resolved.
     dropped_leading_frames: int = Field(default=0, alias="droppedLeadingFrames", ge=0, le=api.MAX_FRAMES)
+    # The H.264 CRF the model's conditioning image goes through first, as in its training (LTX-2: 33).
+    image_crf: int | None = Field(default=None, alias="imageCrf", ge=1, le=51)
 
 
 # The fallback for a diffusers video pipeline the table does not know: its shape rules still come

@@ -44,6 +44,7 @@ FAMILIES = (
     "hunyuanvideo-i2v",
     "hunyuanvideo-i2v-33ch",
     "svd",
+    "ltx2",
 )
 SEED = 0
 TEXT_DIM = 32
@@ -820,6 +821,152 @@ def build_ltx() -> Any:
     )
 
 
+def build_ltx2() -> Any:
+    """LTX-2: video and audio denoised together by one transformer, a Gemma 3 text encoder whose
+    stacked hidden states feed the text connectors, a 32x/8x video VAE (4x4 pixel patches, as the
+    real one), an audio VAE of mel spectrograms and a vocoder. The vocoder upsamples by the mel hop
+    (160), so the waveform lasts as long as the video, as with the real model. The connectors and the
+    vocoder are classes of diffusers.pipelines.ltx2 (model_index.json names the library `ltx2`)."""
+    diffusers = _lib("diffusers")
+    transformers = _lib("transformers")
+    ltx2 = _lib("diffusers.pipelines.ltx2")
+    tokenizer = build_tokenizer(model_max_length=1024)
+    _seeded()
+    # The connectors' attention width (4 heads x 8) must equal the text encoder's hidden size.
+    text_encoder = transformers.Gemma3ForConditionalGeneration(
+        transformers.Gemma3Config(
+            text_config={
+                "vocab_size": len(tokenizer),
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 4,
+                "num_key_value_heads": 1,
+                "head_dim": 8,
+                "max_position_embeddings": 1024,
+                "sliding_window": 64,
+                "pad_token_id": 0,
+                "bos_token_id": 1,
+                "eos_token_id": 1,
+            },
+            vision_config={
+                "hidden_size": 16,
+                "intermediate_size": 32,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "image_size": 28,
+                "patch_size": 14,
+            },
+            mm_tokens_per_image=4,
+            image_token_index=len(tokenizer) - 1,
+            boi_token_index=len(tokenizer) - 2,
+            eoi_token_index=len(tokenizer) - 3,
+        )
+    )
+    hidden = 32
+    _seeded()
+    transformer = diffusers.LTX2VideoTransformer3DModel(
+        in_channels=8,
+        out_channels=8,
+        patch_size=1,
+        patch_size_t=1,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        cross_attention_dim=16,
+        audio_in_channels=4,
+        audio_out_channels=4,
+        audio_num_attention_heads=2,
+        audio_attention_head_dim=4,
+        audio_cross_attention_dim=8,
+        num_layers=2,
+        qk_norm="rms_norm_across_heads",
+        caption_channels=hidden,
+        rope_double_precision=False,
+        rope_type="split",
+    )
+    _seeded()
+    connectors = ltx2.LTX2TextConnectors(
+        caption_channels=hidden,
+        text_proj_in_factor=2 + 1,  # the encoder's layers plus its embeddings
+        video_connector_num_attention_heads=4,
+        video_connector_attention_head_dim=8,
+        video_connector_num_layers=1,
+        video_connector_num_learnable_registers=None,
+        audio_connector_num_attention_heads=4,
+        audio_connector_attention_head_dim=8,
+        audio_connector_num_layers=1,
+        audio_connector_num_learnable_registers=None,
+        connector_rope_base_seq_len=32,
+        rope_double_precision=False,
+        rope_type="split",
+    )
+    _seeded()
+    vae = diffusers.AutoencoderKLLTX2Video(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=8,
+        block_out_channels=(8, 16, 32, 64),
+        decoder_block_out_channels=(8, 16, 32),
+        layers_per_block=(1, 1, 1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1, 1),
+        spatio_temporal_scaling=(True, True, True, True),
+        decoder_spatio_temporal_scaling=(True, True, True),
+        decoder_inject_noise=(False, False, False, False),
+        downsample_type=("spatial", "temporal", "spatiotemporal", "spatiotemporal"),
+        upsample_type=("spatiotemporal",) * 3,
+        upsample_residual=(True,) * 3,
+        upsample_factor=(2, 2, 2),
+        timestep_conditioning=False,
+        patch_size=4,
+        patch_size_t=1,
+        encoder_causal=True,
+        decoder_causal=False,
+        spatial_compression_ratio=32,
+        temporal_compression_ratio=8,
+    )
+    _seeded()
+    audio_vae = diffusers.AutoencoderKLLTX2Audio(
+        base_channels=4,
+        output_channels=2,
+        ch_mult=(1,),
+        num_res_blocks=1,
+        attn_resolutions=None,
+        in_channels=2,
+        resolution=32,
+        latent_channels=2,
+        norm_type="pixel",
+        causality_axis="height",
+        dropout=0.0,
+        mid_block_add_attention=False,
+        sample_rate=16000,
+        mel_hop_length=160,
+        is_causal=True,
+        mel_bins=8,
+    )
+    _seeded()
+    vocoder = ltx2.vocoder.LTX2Vocoder(
+        in_channels=2 * 8,  # audio VAE output channels x mel bins
+        hidden_channels=32,
+        out_channels=2,
+        upsample_kernel_sizes=[20, 8, 8],
+        upsample_factors=[10, 4, 4],
+        resnet_kernel_sizes=[3],
+        resnet_dilations=[[1, 3, 5]],
+        leaky_relu_negative_slope=0.1,
+        output_sampling_rate=16000,
+    )
+    return diffusers.LTX2Pipeline(
+        transformer=transformer,
+        vae=vae,
+        audio_vae=audio_vae,
+        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(),
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        connectors=connectors,
+        vocoder=vocoder,
+    )
+
+
 BUILDERS: dict[str, Callable[[], Any]] = {
     "wan-t2v": build_wan_t2v,
     "wan-i2v": build_wan_i2v,
@@ -837,6 +984,12 @@ BUILDERS: dict[str, Callable[[], Any]] = {
     "hunyuanvideo-i2v": build_hunyuanvideo_i2v,
     "hunyuanvideo-i2v-33ch": build_hunyuanvideo_i2v_33ch,
     "svd": build_svd,
+    "ltx2": build_ltx2,
+}
+# What a tiny model's own profile adds to its CPU presets: LTX-2 applies spatio-temporal guidance at
+# block 28 of 48 by default; the tiny transformer has 2.
+TINY_PROFILE_EXTRAS: dict[str, dict[str, Any]] = {
+    "ltx2": {"callDefaults": {"spatio_temporal_guidance_blocks": [1]}},
 }
 
 
@@ -882,7 +1035,10 @@ def save_tiny_pipeline(family: str, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(str(out), safe_serialization=True)
     resolved = resolve_profile(pipe, out, {})
-    profile = tiny_profile(resolved.geometry.frame_step, resolved.size_multiple)
+    profile = {
+        **tiny_profile(resolved.geometry.frame_step, resolved.size_multiple),
+        **TINY_PROFILE_EXTRAS.get(family, {}),
+    }
     (out / MODEL_PROFILE_FILES[1]).write_text(json.dumps(profile, indent=2) + "\n")
     log.info("saved tiny %s pipeline to %s", family, out)
     return out

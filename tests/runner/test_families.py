@@ -52,6 +52,8 @@ class Case:
     first_frame_ignores_seed: bool = False
     # Frames per VAE decode call, where the profile decodes in chunks (SVD's decode_chunk_size).
     decode_chunks: list[int] | None = None
+    # The pipeline generates sound: (sample rate, channels) of the track muxed into the MP4.
+    audio: tuple[int, int] | None = None
 
     @property
     def id(self) -> str:
@@ -209,6 +211,24 @@ CASES = [
         (72, 64, 10),
         ["prompt ignored (Stable Video Diffusion is conditioned on the image alone)"],
         decode_chunks=[8, 2],
+    ),
+    # Video and sound from one transformer: the MP4 carries the vocoder's waveform as an AAC track as
+    # long as the video (16 kHz stereo in the tiny model, 24 kHz in the real one).
+    Case(
+        "ltx2",
+        T2V,
+        {"width": 72, "height": 64, "numFrames": 10},
+        (64, 64, 9),
+        ["numFrames 10 -> 9 (LTX-2 needs 8k+1 frames)", "width 72 -> 64 (LTX-2 needs a multiple of 32)"],
+        audio=(16000, 2),
+    ),
+    Case(
+        "ltx2",
+        I2V,
+        {"width": 64, "height": 72, "numFrames": 12},
+        (64, 64, 9),
+        ["numFrames 12 -> 9 (LTX-2 I2V needs 8k+1 frames)", "height 72 -> 64 (LTX-2 I2V needs a multiple of 32)"],
+        audio=(16000, 2),
     ),
 ]
 
@@ -379,6 +399,12 @@ def test_family_end_to_end(
         assert steps[-2:] == ["generating 1/2", "generating 2/2"]
         if case.decode_chunks is not None:
             assert decoded == case.decode_chunks, "the VAE decodes the profile's chunks of frames"
+        if case.audio is not None:
+            assert (info.audio_codec, info.audio_rate, info.audio_channels) == ("aac", *case.audio)
+            assert info.audio_seconds is not None
+            assert abs(info.audio_seconds - frames / 12) < 1 / 12, "the sound lasts as long as the video"
+        else:
+            assert info.audio_codec is None, "no audio track where the model makes no sound"
         if image is not None:
             assert encoded, "the pipeline encoded no image"
             for frame in encoded:
@@ -631,3 +657,62 @@ class TestRefusedBeforeWastingGpuTime:
 
         assert code == api.ExitCode.INVALID_INPUT
         assert message["message"].startswith("spec.negativePrompt: HunyuanVideo is guidance-distilled")
+
+    def test_a_package_the_runner_lacks_is_a_model_load_error_not_the_specs(
+        self,
+        family_model: Callable[[str], Path],
+        run_inprocess: RunInProcess,
+        s3_env: dict[str, str],
+        bucket: str,
+        s3_client: S3Client,
+        tmp_path: Path,
+    ) -> None:
+        """Without the profile's imageCrf, LTX-2 I2V re-compresses the image itself with PyAV, which the
+        runner does not ship: that ImportError is the environment's, so ModelLoadError, not spec.image."""
+        import importlib.util
+
+        if importlib.util.find_spec("av") is not None:
+            pytest.skip("PyAV is installed here: the pipeline would not fail")
+        profiles = tmp_path / "profiles.yaml"
+        profiles.write_text("LTX2ImageToVideoPipeline:\n  imageCrf: null\n")
+        s3_client.put_object(Bucket=bucket, Key="in/pattern.png", Body=png(PATTERN))
+        spec = {
+            "model": str(family_model("ltx2")),
+            "task": I2V,
+            "prompt": PROMPT,
+            "image": f"s3://{bucket}/in/pattern.png",
+        }
+        env = {**s3_env, api.ENV_OUTPUT_BUCKET: bucket, "VIDEOGEN_MODEL_PROFILES": str(profiles)}
+
+        code, message = run_inprocess(spec, env)
+
+        failure = api.RunnerFailure.model_validate(message)
+        assert code == api.ExitCode.MODEL_LOAD_ERROR == failure.exit_code
+        assert api.ExitCode.MODEL_LOAD_ERROR in api.NON_RETRYABLE_EXIT_CODES
+        assert "LTX2ImageToVideoPipeline needs a Python package the runner does not ship" in failure.message
+        assert "PyAV" in failure.message, "the library's own message is kept"
+
+
+def test_a_gif_of_a_model_with_sound_reports_the_dropped_audio(
+    family_model: Callable[[str], Path],
+    run_inprocess: RunInProcess,
+    s3_env: dict[str, str],
+    bucket: str,
+    s3_client: S3Client,
+    tmp_path: Path,
+) -> None:
+    spec = {
+        "model": str(family_model("ltx2")),
+        "task": T2V,
+        "prompt": PROMPT,
+        "output": {"bucket": bucket, "key": "out/ltx2.gif", "format": "gif"},
+    }
+
+    code, message = run_inprocess(spec, s3_env)
+
+    assert code == 0, message
+    result = api.RunnerResult.model_validate(message)
+    assert result.adjustments == ["audio dropped (LTX-2 generates sound; gif has no audio track)"]
+    path, _ = download(s3_client, bucket, "out/ltx2.gif", tmp_path / "ltx2.gif")
+    info = probe(path)
+    assert (info.frames, info.audio_codec) == (result.output.frames, None)
