@@ -1,14 +1,18 @@
-"""Streaming frames into the ffmpeg that imageio-ffmpeg ships, plus the poster image.
+"""Streaming frames into the ffmpeg that imageio-ffmpeg ships, plus the poster image and, for
+pipelines that generate sound (LTX-2), the audio track.
 
 Frames arrive one at a time (from a chunked VAE decode or from the pipeline's
 float array) and are converted to uint8 one at a time, so the encoder never
-holds a second copy of the video: its memory stays flat as frames grow.
+holds a second copy of the video: its memory stays flat as frames grow. The
+audio, small next to the video, is muxed in afterwards without re-encoding it.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import subprocess
+import wave
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +56,29 @@ CODECS: dict[api.OutputFormat, CodecSettings] = {
 }
 
 
+# Audio codec and its options per container; GIF has no audio track.
+AUDIO_CODECS: dict[api.OutputFormat, tuple[str, ...]] = {
+    api.OutputFormat.MP4: ("-c:a", "aac", "-b:a", "192k", "-movflags", "+faststart"),
+    api.OutputFormat.WEBM: ("-c:a", "libopus", "-b:a", "128k"),
+}
+
+
+@dataclass(frozen=True)
+class Audio:
+    """A generated waveform: samples x channels, float in -1..1, at `rate` Hz."""
+
+    samples: np.ndarray[Any, Any]
+    rate: int
+
+    @property
+    def channels(self) -> int:
+        return int(self.samples.shape[1])
+
+    @property
+    def seconds(self) -> float:
+        return float(self.samples.shape[0]) / self.rate
+
+
 @dataclass(frozen=True)
 class EncodedVideo:
     path: Path
@@ -61,6 +88,9 @@ class EncodedVideo:
     frames: int
     fps: int
     poster_jpeg: bytes | None
+    # The muxed audio track's sample rate and channels; None without one.
+    audio_rate: int | None = None
+    audio_channels: int | None = None
 
     @property
     def duration_seconds(self) -> float:
@@ -145,3 +175,48 @@ def encode_frames(
         "encoded %d frames %dx%d at %d fps as %s (%d bytes)", count, width, height, fps, fmt.value, path.stat().st_size
     )
     return EncodedVideo(path=path, format=fmt, width=width, height=height, frames=count, fps=fps, poster_jpeg=poster)
+
+
+def write_wav(audio: Audio, path: Path) -> None:
+    """16-bit PCM WAV (what every ffmpeg reads), clipped to -1..1."""
+    pcm = (np.clip(audio.samples, -1.0, 1.0) * 32767.0).round().astype("<i2")
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(audio.channels)
+        out.setsampwidth(2)
+        out.setframerate(audio.rate)
+        out.writeframes(np.ascontiguousarray(pcm).tobytes())
+
+
+def mux_audio(video: EncodedVideo, audio: Audio) -> EncodedVideo:
+    """Add the audio track to the encoded video (the video stream is copied, not re-encoded).
+
+    Raises EncodeError for a container without audio (GIF); the caller reports the dropped track."""
+    from dataclasses import replace
+
+    from .probe import ffmpeg_exe
+
+    options = AUDIO_CODECS.get(video.format)
+    if options is None:
+        raise EncodeError(f"{video.format.value} has no audio track")
+    wav = video.path.with_name(video.path.name + ".audio.wav")
+    muxed = video.path.with_name(video.path.stem + ".muxed" + video.path.suffix)
+    try:
+        write_wav(audio, wav)
+        command = [ffmpeg_exe(), "-hide_banner", "-v", "error", "-y", "-i", str(video.path), "-i", str(wav)]
+        command += ["-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", *options, str(muxed)]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0 or not muxed.is_file():
+            raise EncodeError(f"ffmpeg could not mux the audio track: {done.stderr.strip()[-500:]}")
+        muxed.replace(video.path)
+    finally:
+        wav.unlink(missing_ok=True)
+        muxed.unlink(missing_ok=True)
+    log.info(
+        "muxed %.2f s of %d-channel audio at %d Hz into %s (%d bytes)",
+        audio.seconds,
+        audio.channels,
+        audio.rate,
+        video.path.name,
+        video.path.stat().st_size,
+    )
+    return replace(video, audio_rate=audio.rate, audio_channels=audio.channels)

@@ -33,6 +33,14 @@ def _adjusted(data: FamilyData) -> str:
         )
         notes.append(f"flow shift {shifts}")
     notes += [f"refuses `{field}`" for field in data.unsupported_fields]
+    notes += [f"ignores `{field}` (an adjustment)" for field in data.ignored_fields]
+    notes += [f"passes `{ours}` as `{theirs}`" for ours, theirs in data.renamed_arguments.items()]
+    if data.dropped_leading_frames:
+        notes.append(
+            f"asks the pipeline for {data.dropped_leading_frames} more frames (it drops that many leading frames)"
+        )
+    if data.image_crf is not None:
+        notes.append(f"input image re-compressed as H.264 at CRF {data.image_crf} (as trained)")
     if data.image_input == "first-frame-video":
         notes.append("image becomes frame 0 of a masked video")
     return "; ".join(notes)

@@ -29,7 +29,8 @@ from PIL import Image
 
 from videogen_api import v1alpha1 as api
 
-from .errors import InvalidInputError, RunnerError, is_cuda_oom, one_line
+from .encode import Audio
+from .errors import InvalidInputError, ModelLoadError, RunnerError, is_cuda_oom, one_line
 from .memory import MemoryPlan
 from .models import LoadedModel
 from .presets import Family, GenerationParams
@@ -57,6 +58,32 @@ class Frames:
     streamed: bool
     # The latents of a streamed decode, kept so a decode that runs out of memory can be retried tiled.
     latents: Any = None
+    # The soundtrack of pipelines that generate one (LTX-2), to be muxed with the frames.
+    audio: Audio | None = None
+
+
+def audio_sample_rate(pipe: Any) -> int | None:
+    """The sample rate of the waveform a pipeline returns, from its configs: the vocoder's output rate
+    (LTX-2's audio VAE works at 16 kHz, its vocoder writes 24 kHz), else the pipeline's own."""
+    config = getattr(getattr(pipe, "vocoder", None), "config", None)
+    rate = config.get("output_sampling_rate") if config is not None else None
+    rate = rate or getattr(pipe, "audio_sampling_rate", None)
+    return int(rate) if isinstance(rate, int | float) and rate > 0 else None
+
+
+def audio_of(pipe: Any, output: Any) -> Audio | None:
+    """The first video's audio track from a pipeline output with an `audio` field, as samples x channels."""
+    waveform = getattr(output, "audio", None)
+    if waveform is None:
+        return None
+    rate = audio_sample_rate(pipe)
+    if rate is None:
+        log.warning("%s returned audio but its configs give no sample rate: the audio is dropped", type(pipe).__name__)
+        return None
+    first = waveform[0]
+    array = first.float().cpu().numpy() if hasattr(first, "cpu") else np.asarray(first, dtype=np.float32)
+    array = array.reshape(1, -1) if array.ndim == 1 else array  # (channels, samples)
+    return Audio(samples=np.ascontiguousarray(array.T, dtype=np.float32), rate=rate)
 
 
 def _can_stream_wan_decode(loaded: LoadedModel, plan: MemoryPlan) -> bool:
@@ -131,7 +158,7 @@ def _first_frame_video(pipe: Any, image: Image.Image, params: GenerationParams) 
     return video, mask
 
 
-def _pipeline_kwargs(loaded: LoadedModel, request: GenerationRequest, output_type: str) -> dict[str, Any]:
+def pipeline_kwargs(loaded: LoadedModel, request: GenerationRequest, output_type: str) -> dict[str, Any]:
     import torch
 
     p = request.params
@@ -141,7 +168,8 @@ def _pipeline_kwargs(loaded: LoadedModel, request: GenerationRequest, output_typ
         "prompt": request.prompt,
         "height": p.height,
         "width": p.width,
-        "num_frames": p.num_frames,
+        # More than the video's frames where the pipeline drops leading ones (HunyuanVideo-I2V-33ch).
+        "num_frames": profile.pipeline_frames(p.num_frames),
         "num_inference_steps": p.steps,
         "guidance_scale": p.guidance_scale,
         # A CPU generator gives the same noise on any GPU: a seed reproduces across nodes.
@@ -158,10 +186,19 @@ def _pipeline_kwargs(loaded: LoadedModel, request: GenerationRequest, output_typ
             kwargs["video"], kwargs["mask_video"] = _first_frame_video(loaded.pipe, request.image, p)
         else:
             kwargs["image"] = request.image
+    if request.image is not None and profile.data.image_crf is not None:
+        from .image_crf import IMAGE_CRF_ARGUMENT
+
+        # The runner re-compressed the image already (image_crf.py); the pipeline must not do it again.
+        kwargs[IMAGE_CRF_ARGUMENT] = 0
     if profile.fps_argument is not None:
         # LTX (frame_rate), I2VGen-XL (target_fps), SVD (fps) condition on the frame rate.
         kwargs[profile.fps_argument] = p.fps
-    # Fields the pipeline would drop were refused up front (profiles.refuse_dropped_fields).
+    for ours, theirs in profile.data.renamed_arguments.items():
+        if ours in kwargs:
+            kwargs[theirs] = kwargs.pop(ours)
+    # Fields the pipeline would drop were refused up front (profiles.refuse_dropped_fields), or are
+    # listed in status.adjustments where the contract requires them (profiles.ignored_fields).
     return {k: v for k, v in kwargs.items() if k in accepted}
 
 
@@ -237,6 +274,23 @@ def _no_denoised() -> None:
     return None
 
 
+@contextmanager
+def seeded_global_rng(seed: int) -> Iterator[None]:
+    """torch's global generators (CPU and every CUDA device) seeded with the spec's seed for the call,
+    and restored after it.
+
+    The call's own `generator` drives the noise, but some pipelines also draw from the global
+    generators (I2VGen-XL samples its image latents with `latent_dist.sample()` and no generator):
+    without this, the same spec and seed would give another video on every run."""
+    import torch
+
+    cuda: Any = torch.cuda  # is_initialized is untyped
+    devices = list(range(cuda.device_count())) if cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
 def generate(
     loaded: LoadedModel,
     request: GenerationRequest,
@@ -254,7 +308,7 @@ def generate(
     pipe = loaded.pipe
     profile = loaded.profile
     stream = _can_stream_wan_decode(loaded, plan)
-    kwargs = _pipeline_kwargs(loaded, request, "latent" if stream else "np")
+    kwargs = pipeline_kwargs(loaded, request, "latent" if stream else "np")
     watch = StepWatch(
         total=request.params.steps,
         on_step=on_step,
@@ -271,12 +325,18 @@ def generate(
     import torch
 
     try:
-        with torch.inference_mode(), counting:
+        with torch.inference_mode(), counting, seeded_global_rng(request.params.seed):
             output = pipe(**kwargs)
     except Exception as exc:
         if watch.done > 0 or isinstance(exc, RunnerError) or is_cuda_oom(exc):
             raise
         message = one_line(f"{type(exc).__name__}: {exc}", 600)
+        if isinstance(exc, ImportError):
+            # The runner's environment lacks what the pipeline imports: no spec would run, none is at fault.
+            raise ModelLoadError(
+                f"model {loaded.info.uri}: {profile.pipeline_class} needs a Python package the runner does not "
+                f"ship: {message}"
+            ) from exc
         field_name = field_of_pipeline_error(str(exc))
         raise InvalidInputError(
             f"{field_name}: {profile.pipeline_class} refused the inputs before the first denoising step "
@@ -292,4 +352,4 @@ def generate(
             latents=video,
         )
     array = video[0] if isinstance(video, np.ndarray) and video.ndim == 5 else np.asarray(video[0])
-    return Frames(iterator=iter(array), expected=int(array.shape[0]), streamed=False)
+    return Frames(iterator=iter(array), expected=int(array.shape[0]), streamed=False, audio=audio_of(pipe, output))

@@ -2,8 +2,8 @@
 
 - Which files are fetched at all: weights as safetensors, configs, tokenizer data (catalog.FETCHED_SUFFIXES);
   pickles, code, hidden files and anything else are skipped and listed.
-- model_index.json: a diffusers pipeline of a class in diffusers, components only from diffusers or
-  transformers (nothing a model ships is ever imported), and every component it names present with
+- model_index.json: a diffusers pipeline of a class in diffusers, components only from diffusers (or
+  one of its pipeline packages, as LTX-2's `ltx2`) or transformers (nothing a model ships is ever imported), and every component it names present with
   safetensors weights when it has weights at all (a component with only pickle weights fails).
 - Every .safetensors file's header: the 8-byte length, a JSON header, and tensor data that exactly fills
   the rest of the file (a truncated or padded file fails).
@@ -25,7 +25,7 @@ from videogen_api import catalog
 from videogen_api.catalog import ModelReason
 
 from .loader_errors import LoaderError, verification_failed
-from .models import TRUSTED_LIBRARIES
+from .models import is_trusted_library
 from .profiles import InvalidProfileError, validate_profile_entry
 
 MODEL_INDEX: Final = "model_index.json"
@@ -102,11 +102,11 @@ def pipeline_components(index: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
         if name.startswith("_") or not isinstance(value, list) or len(value) != 2 or value[0] is None:
             continue
         library, cls = value
-        if library not in TRUSTED_LIBRARIES:
+        if not isinstance(library, str) or not is_trusted_library(library):
             raise verification_failed(
                 MODEL_INDEX,
-                f"{MODEL_INDEX}: component {name} comes from {library!r}; only diffusers and transformers "
-                "classes are loaded (model code is never run)",
+                f"{MODEL_INDEX}: component {name} comes from {library!r}; only diffusers (and its pipeline "
+                "packages) and transformers classes are loaded (model code is never run)",
             )
         components[name] = (str(library), str(cls))
     return components

@@ -37,6 +37,26 @@ log = logging.getLogger(__name__)
 
 # Libraries whose classes may appear in model_index.json; anything else would import model-supplied code.
 TRUSTED_LIBRARIES = frozenset({"diffusers", "transformers"})
+_PACKAGE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def is_trusted_library(library: str) -> bool:
+    """diffusers, transformers, or one of diffusers' own pipeline packages.
+
+    A model_index.json entry such as LTX-2's `"vocoder": ["ltx2", "LTX2Vocoder"]` names a package under
+    diffusers.pipelines: diffusers loads that class from its own code (`hasattr(diffusers.pipelines,
+    "ltx2")`), not from the model. Checked on disk, so the model loader need not import diffusers."""
+    if library in TRUSTED_LIBRARIES:
+        return True
+    if not _PACKAGE_NAME.match(library):
+        return False
+    import importlib.util
+
+    spec = importlib.util.find_spec("diffusers")
+    roots = list(spec.submodule_search_locations or []) if spec is not None else []
+    return any((Path(root) / "pipelines" / library / "__init__.py").is_file() for root in roots)
+
+
 _HF_URI = re.compile(r"^hf://(?P<repo>[^@]+?)(?:@(?P<rev>.+))?$")
 
 
@@ -165,10 +185,10 @@ def inspect_model(uri: str, path: Path, task: api.Task, env: Mapping[str, str] |
         if name.startswith("_") or not isinstance(value, list) or len(value) != 2 or value[0] is None:
             continue
         library = value[0]
-        if library not in TRUSTED_LIBRARIES:
+        if not isinstance(library, str) or not is_trusted_library(library):
             raise ModelLoadError(
-                f"model {uri}: component {name} comes from {library!r}; only diffusers and transformers "
-                "classes are loaded (model code is never run)"
+                f"model {uri}: component {name} comes from {library!r}; only diffusers (and its pipeline "
+                "packages) and transformers classes are loaded (model code is never run)"
             )
 
     import diffusers

@@ -29,6 +29,8 @@ class Family(StrEnum):
     SKYREELS_V2 = "skyreels-v2"
     EASYANIMATE = "easyanimate"
     I2VGEN_XL = "i2vgen-xl"
+    SVD = "svd"
+    LTX2 = "ltx2"
     GENERIC = "generic"
 
     @classmethod

@@ -10,13 +10,15 @@ import json
 import re
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 _STREAM = re.compile(r"Stream #\d+:\d+.*?: Video: (?P<codec>\w+)[^,]*, (?P<pix>\w+)")
 _SIZE = re.compile(r", (?P<w>\d{2,5})x(?P<h>\d{2,5})[,\s\[]")
 _FPS = re.compile(r", (?P<fps>[\d.]+) fps")
 _FRAMES = re.compile(r"frame=\s*(?P<n>\d+)")
+_AUDIO = re.compile(r"Audio: (?P<codec>\w+).*?, (?P<rate>\d+) Hz, (?P<layout>[\w.() ]+?),")
+_LAYOUTS = {"mono": 1, "stereo": 2}
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,11 @@ class VideoInfo:
     height: int
     fps: float
     frames: int
+    # The first audio stream, when there is one: codec, sample rate, channels, decoded length.
+    audio_codec: str | None = None
+    audio_rate: int | None = None
+    audio_channels: int | None = None
+    audio_seconds: float | None = None
 
 
 def ffmpeg_exe() -> str:
@@ -54,13 +61,37 @@ def probe(path: Path) -> VideoInfo:
         check=True,
     ).stderr
     counts = _FRAMES.findall(decoded)
-    return VideoInfo(
+    info = VideoInfo(
         codec=kind["codec"],
         pix_fmt=kind["pix"],
         width=int(size["w"]),
         height=int(size["h"]),
         fps=float(fps["fps"]),
         frames=int(counts[-1]) if counts else 0,
+    )
+    audio_line = next((line for line in header.splitlines() if "Audio:" in line), None)
+    audio = _AUDIO.search(audio_line) if audio_line else None
+    if audio_line is None:
+        return info
+    if audio is None:
+        raise ValueError(f"{path}: cannot parse audio stream line {audio_line!r}")
+    rate = int(audio["rate"])
+    layout = audio["layout"].strip()
+    channels = _LAYOUTS.get(layout)
+    if channels is None and layout.split()[0].isdigit():  # "6 channels"; named layouts such as 5.1 stay None
+        channels = int(layout.split()[0])
+    # Decoded as 16-bit mono: two bytes a sample, whatever the stream's layout.
+    pcm = subprocess.run(
+        [ffmpeg_exe(), "-v", "error", "-i", str(path), "-map", "0:a:0", "-f", "s16le", "-ac", "1", "-"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    return replace(
+        info,
+        audio_codec=audio["codec"],
+        audio_rate=rate,
+        audio_channels=channels,
+        audio_seconds=round(len(pcm) / 2 / rate, 4),
     )
 
 

@@ -83,7 +83,18 @@ class FamilyData(_Data):
     vae_tiling_from_pixels: int | None = Field(default=None, alias="vaeTilingFromPixels")
     check_inputs_multiple: int = Field(default=api.DIMENSION_MULTIPLE, alias="checkInputsMultiple", ge=1)
     unsupported_fields: dict[str, str] = Field(default_factory=dict, alias="unsupportedFields")
+    # Spec fields the contract requires but the pipeline has no use for (SVD's prompt): reported in
+    # status.adjustments instead of refused, since no spec could leave them out.
+    ignored_fields: dict[str, str] = Field(default_factory=dict, alias="ignoredFields")
+    # Call arguments this pipeline names differently: runner name -> the pipeline's (SVD's guidance
+    # ramps from min_guidance_scale to max_guidance_scale over the frames; the spec sets the latter).
+    renamed_arguments: dict[str, str] = Field(default_factory=dict, alias="renamedArguments")
     call_defaults: dict[str, Any] = Field(default_factory=dict, alias="callDefaults")
+    # Frames the pipeline cuts from the start of the decoded video (HunyuanVideo-I2V-33ch drops the
+    # image's 4): the runner asks it for that many more, so the video has the frames resolved.
+    dropped_leading_frames: int = Field(default=0, alias="droppedLeadingFrames", ge=0, le=api.MAX_FRAMES)
+    # The H.264 CRF the model's conditioning image goes through first, as in its training (LTX-2: 33).
+    image_crf: int | None = Field(default=None, alias="imageCrf", ge=1, le=51)
 
 
 # The fallback for a diffusers video pipeline the table does not know: its shape rules still come
@@ -388,6 +399,10 @@ class Profile:
     def presets(self) -> dict[api.Preset, PresetValues]:
         return preset_values(self.data)
 
+    def pipeline_frames(self, num_frames: int) -> int:
+        """The num_frames to ask the pipeline for so that the video it returns has `num_frames`."""
+        return num_frames + self.data.dropped_leading_frames
+
     def describe(self) -> str:
         g = self.geometry
         frames = f"{g.frame_step}k+1 frames" if g.frame_step > 1 else "any frame count"
@@ -501,8 +516,9 @@ def dropped_fields(
     """(spec field, why) for every field the user set that this pipeline would not use."""
     given = spec.model_dump(by_alias=True, exclude_none=True)
     dropped: list[tuple[str, str]] = []
-    for spec_field, argument in FIELD_ARGUMENTS.items():
-        if spec_field in given and argument not in call_parameters:
+    for spec_field, ours in FIELD_ARGUMENTS.items():
+        argument = data.renamed_arguments.get(ours, ours)
+        if spec_field in given and spec_field not in data.ignored_fields and argument not in call_parameters:
             dropped.append((spec_field, f"{pipeline_class} has no {argument} argument"))
     for spec_field, why in data.unsupported_fields.items():
         if spec_field in given:
@@ -510,6 +526,13 @@ def dropped_fields(
     if spec.image and data.image_input == "image" and "image" not in call_parameters:
         dropped.append(("image", f"{pipeline_class} takes no image"))
     return dropped
+
+
+def ignored_fields(data: FamilyData, spec: api.VideoGenJobSpec) -> list[str]:
+    """status.adjustments lines for the fields the spec sets that this pipeline does not use (and that
+    are not refused because the contract requires them)."""
+    given = spec.model_dump(by_alias=True, exclude_none=True)
+    return [f"{name} ignored ({why})" for name, why in data.ignored_fields.items() if name in given]
 
 
 def refuse_dropped_fields(

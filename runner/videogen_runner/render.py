@@ -100,7 +100,7 @@ def render_video(
 ) -> Rendered:
     from . import coldstart, parallel
     from .acceleration import apply_after_placement, apply_before_placement, resolve_acceleration, with_plan_bytes
-    from .encode import encode_frames
+    from .encode import AUDIO_CODECS, encode_frames, mux_audio
     from .generate import GenerationRequest
     from .images import fetch_input_image, fit_to_frame
     from .memory import choose_memory_plan
@@ -108,7 +108,7 @@ def render_video(
     from .oom import generate_with_fallback
     from .placement import apply_memory_plan, cuda_available, cuda_free_bytes
     from .presets import resolve_params
-    from .profiles import apply_flow_shift, refuse_dropped_fields
+    from .profiles import apply_flow_shift, ignored_fields, refuse_dropped_fields
 
     clock = clock or StageClock()
     policy = policy or RetryPolicy.from_env(env)
@@ -150,7 +150,8 @@ def render_video(
     )
     for note in resolved.filled:
         log.info("filled %s", note)
-    for note in resolved.adjustments:
+    adjustments = [*resolved.adjustments, *ignored_fields(profile.data, spec)]
+    for note in adjustments:
         log.warning("adjusted %s", note)
     params = resolved.params
     apply_flow_shift(loaded.pipe, profile, params.width, params.height)
@@ -165,7 +166,8 @@ def render_video(
         free_bytes=coldstart.free_for_plan(cuda_free_bytes() if cuda else None, loaded, device_map),
         model_bytes=loaded.model_bytes,
         largest_component_bytes=loaded.largest_component_bytes,
-        output=OutputSize(params.width, params.height, params.num_frames),
+        # The decode holds the frames the pipeline makes, including those it drops afterwards.
+        output=OutputSize(params.width, params.height, profile.pipeline_frames(params.num_frames)),
         large_frame_pixels=profile.data.vae_tiling_from_pixels,
     )
     apply_memory_plan(loaded.pipe, plan)
@@ -182,11 +184,18 @@ def render_video(
 
     started = time.monotonic()
     on_stage(api.Stage.GENERATING, 0, params.steps)
+    conditioning = image.image if image else None
+    if conditioning is not None and profile.data.image_crf is not None:
+        from .image_crf import h264_round_trip
+
+        # Before cropping and resizing, where the pipeline itself would do it (it is told not to).
+        conditioning = h264_round_trip(conditioning, profile.data.image_crf)
+        log.info("input image re-compressed as H.264 at CRF %d (%s)", profile.data.image_crf, profile.label)
     request = GenerationRequest(
         prompt=spec.prompt,
         negative_prompt=spec.negative_prompt,
         params=params,
-        image=fit_to_frame(image.image, params.width, params.height) if image else None,
+        image=fit_to_frame(conditioning, params.width, params.height) if conditioning is not None else None,
     )
     frames, attempts = generate_with_fallback(
         loaded,
@@ -202,9 +211,14 @@ def render_video(
     on_stage(api.Stage.ENCODING)
     timed = _TimedIterator(frames.iterator)
     encoded = encode_frames(timed, video_path, spec.output.format, params.fps, poster_index=frames.expected // 2)
+    if frames.audio is not None and spec.output.format in AUDIO_CODECS:
+        encoded = mux_audio(encoded, frames.audio)
+    elif frames.audio is not None:
+        note = f"audio dropped ({profile.label} generates sound; {spec.output.format.value} has no audio track)"
+        log.warning("adjusted %s", note)
+        adjustments.append(note)
     clock.add("generating", timed.seconds)
     clock.add("encoding", time.monotonic() - started - timed.seconds)
-    adjustments = list(resolved.adjustments)
     if encoded.frames != params.num_frames:
         # Never expected (the rules above are the pipeline's own), but the result must tell the truth.
         note = f"numFrames {params.num_frames} -> {encoded.frames} ({profile.label} produced {encoded.frames} frames)"

@@ -42,6 +42,9 @@ FAMILIES = (
     "easyanimate-inp",
     "hunyuanvideo-t2v",
     "hunyuanvideo-i2v",
+    "hunyuanvideo-i2v-33ch",
+    "svd",
+    "ltx2",
 )
 SEED = 0
 TEXT_DIM = 32
@@ -403,6 +406,71 @@ def build_i2vgen_xl() -> Any:
     )
 
 
+def build_svd() -> Any:
+    """Stable Video Diffusion (img2vid, 14 frames): a spatio-temporal UNet conditioned on the CLIP image
+    embedding, on the image's VAE latents (concatenated per frame) and on fps/motion bucket/noise
+    augmentation (three added time ids); an 8x VAE with a temporal decoder; no text at all. Shapes as
+    diffusers' fast tests, but the VAE compresses 8x as the real one (its group norms need 32 channels)
+    and the CLIP encoder reads the 224x224 image the pipeline resizes every input to."""
+    diffusers = _lib("diffusers")
+    transformers = _lib("transformers")
+    _seeded()
+    unet = diffusers.UNetSpatioTemporalConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        in_channels=8,  # noise latents + the image's latents
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
+        up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
+        cross_attention_dim=32,
+        num_attention_heads=(2, 4),
+        addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=3 * 8,  # fps, motion_bucket_id, noise_aug_strength
+        num_frames=14,
+    )
+    _seeded()
+    vae = diffusers.AutoencoderKLTemporalDecoder(
+        block_out_channels=(32, 32, 32, 32),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        latent_channels=4,
+    )
+    _seeded()
+    image_encoder = transformers.CLIPVisionModelWithProjection(
+        transformers.CLIPVisionConfig(
+            hidden_size=32,
+            projection_dim=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=224,
+            intermediate_size=37,
+            patch_size=32,
+        )
+    )
+    return diffusers.StableVideoDiffusionPipeline(
+        vae=vae,
+        image_encoder=image_encoder,
+        unet=unet,
+        # SVD's own scheduler configuration (stabilityai/stable-video-diffusion-img2vid).
+        scheduler=diffusers.EulerDiscreteScheduler(
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            interpolation_type="linear",
+            num_train_timesteps=1000,
+            prediction_type="v_prediction",
+            sigma_max=700.0,
+            sigma_min=0.002,
+            steps_offset=1,
+            timestep_spacing="leading",
+            timestep_type="continuous",
+            use_karras_sigmas=True,
+        ),
+        feature_extractor=transformers.CLIPImageProcessor(crop_size=224, size=224),
+    )
+
+
 # Renders the chat messages EasyAnimate builds ({"role", "content": [{"type": "text", "text"}]}) as plain text.
 _CHAT_TEMPLATE = (
     "{% for message in messages %}{% for part in message['content'] %}{{ part['text'] }}{% endfor %}{% endfor %}"
@@ -504,22 +572,22 @@ def _hunyuan_clip_text(tokenizer_2: Any) -> Any:
 
 def _hunyuan_transformer(**variant: Any) -> Any:
     _seeded()
-    return _lib("diffusers").HunyuanVideoTransformer3DModel(
-        in_channels=4,
-        out_channels=4,
-        num_attention_heads=2,
-        attention_head_dim=10,
-        num_layers=1,
-        num_single_layers=1,
-        num_refiner_layers=1,
-        patch_size=1,
-        patch_size_t=1,
-        guidance_embeds=True,
-        text_embed_dim=16,
-        pooled_projection_dim=8,
-        rope_axes_dim=(2, 4, 4),
-        **variant,
-    )
+    config: dict[str, Any] = {
+        "in_channels": 4,
+        "out_channels": 4,
+        "num_attention_heads": 2,
+        "attention_head_dim": 10,
+        "num_layers": 1,
+        "num_single_layers": 1,
+        "num_refiner_layers": 1,
+        "patch_size": 1,
+        "patch_size_t": 1,
+        "guidance_embeds": True,
+        "text_embed_dim": 16,
+        "pooled_projection_dim": 8,
+        "rope_axes_dim": (2, 4, 4),
+    }
+    return _lib("diffusers").HunyuanVideoTransformer3DModel(**{**config, **variant})
 
 
 def _hunyuan_vae() -> Any:
@@ -623,10 +691,10 @@ def build_llava_llama3_tokenizer(template: str) -> Any:
     )
 
 
-def build_hunyuanvideo_i2v() -> Any:
-    """HunyuanVideo-I2V (the 16-channel checkpoint): a Llava text encoder that reads the image as
-    576 tokens inside the library's default prompt template, CLIP pooled text, a guidance-embedded
-    transformer whose first latent frame is the image's latent (token_replace)."""
+def _hunyuanvideo_i2v(image_condition_type: str) -> Any:
+    """HunyuanVideo-I2V: a Llava text encoder that reads the image as 576 tokens inside the
+    library's default prompt template, CLIP pooled text, and a transformer conditioned on the image
+    in one of the two ways the checkpoints use (`image_condition_type`)."""
     diffusers = _lib("diffusers")
     transformers = _lib("transformers")
     # The pipeline's own default template, which the runner leaves in place.
@@ -665,16 +733,33 @@ def build_hunyuanvideo_i2v() -> Any:
             pad_token_id=1,
         )
     )
+    if image_condition_type == "token_replace":
+        # The 16-channel checkpoint: guidance embedded, the first latent frame is the image's latent.
+        transformer = _hunyuan_transformer(image_condition_type="token_replace")
+    else:
+        # The 33-channel checkpoint: noise, image latents (frame 0 only) and a mask, concatenated;
+        # no guidance embedding.
+        transformer = _hunyuan_transformer(
+            image_condition_type="latent_concat", in_channels=2 * 4 + 1, guidance_embeds=False
+        )
     return diffusers.HunyuanVideoImageToVideoPipeline(
         text_encoder=text_encoder,
         tokenizer=tokenizer,
-        transformer=_hunyuan_transformer(image_condition_type="token_replace"),
+        transformer=transformer,
         vae=_hunyuan_vae(),
         scheduler=diffusers.FlowMatchEulerDiscreteScheduler(shift=7.0),
         text_encoder_2=_hunyuan_clip_text(tokenizer_2),
         tokenizer_2=tokenizer_2,
         image_processor=transformers.CLIPImageProcessor(crop_size=side, size=side),
     )
+
+
+def build_hunyuanvideo_i2v() -> Any:
+    return _hunyuanvideo_i2v("token_replace")
+
+
+def build_hunyuanvideo_i2v_33ch() -> Any:
+    return _hunyuanvideo_i2v("latent_concat")
 
 
 def build_skyreels_v2_i2v() -> Any:
@@ -736,6 +821,152 @@ def build_ltx() -> Any:
     )
 
 
+def build_ltx2() -> Any:
+    """LTX-2: video and audio denoised together by one transformer, a Gemma 3 text encoder whose
+    stacked hidden states feed the text connectors, a 32x/8x video VAE (4x4 pixel patches, as the
+    real one), an audio VAE of mel spectrograms and a vocoder. The vocoder upsamples by the mel hop
+    (160), so the waveform lasts as long as the video, as with the real model. The connectors and the
+    vocoder are classes of diffusers.pipelines.ltx2 (model_index.json names the library `ltx2`)."""
+    diffusers = _lib("diffusers")
+    transformers = _lib("transformers")
+    ltx2 = _lib("diffusers.pipelines.ltx2")
+    tokenizer = build_tokenizer(model_max_length=1024)
+    _seeded()
+    # The connectors' attention width (4 heads x 8) must equal the text encoder's hidden size.
+    text_encoder = transformers.Gemma3ForConditionalGeneration(
+        transformers.Gemma3Config(
+            text_config={
+                "vocab_size": len(tokenizer),
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 4,
+                "num_key_value_heads": 1,
+                "head_dim": 8,
+                "max_position_embeddings": 1024,
+                "sliding_window": 64,
+                "pad_token_id": 0,
+                "bos_token_id": 1,
+                "eos_token_id": 1,
+            },
+            vision_config={
+                "hidden_size": 16,
+                "intermediate_size": 32,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "image_size": 28,
+                "patch_size": 14,
+            },
+            mm_tokens_per_image=4,
+            image_token_index=len(tokenizer) - 1,
+            boi_token_index=len(tokenizer) - 2,
+            eoi_token_index=len(tokenizer) - 3,
+        )
+    )
+    hidden = 32
+    _seeded()
+    transformer = diffusers.LTX2VideoTransformer3DModel(
+        in_channels=8,
+        out_channels=8,
+        patch_size=1,
+        patch_size_t=1,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        cross_attention_dim=16,
+        audio_in_channels=4,
+        audio_out_channels=4,
+        audio_num_attention_heads=2,
+        audio_attention_head_dim=4,
+        audio_cross_attention_dim=8,
+        num_layers=2,
+        qk_norm="rms_norm_across_heads",
+        caption_channels=hidden,
+        rope_double_precision=False,
+        rope_type="split",
+    )
+    _seeded()
+    connectors = ltx2.LTX2TextConnectors(
+        caption_channels=hidden,
+        text_proj_in_factor=2 + 1,  # the encoder's layers plus its embeddings
+        video_connector_num_attention_heads=4,
+        video_connector_attention_head_dim=8,
+        video_connector_num_layers=1,
+        video_connector_num_learnable_registers=None,
+        audio_connector_num_attention_heads=4,
+        audio_connector_attention_head_dim=8,
+        audio_connector_num_layers=1,
+        audio_connector_num_learnable_registers=None,
+        connector_rope_base_seq_len=32,
+        rope_double_precision=False,
+        rope_type="split",
+    )
+    _seeded()
+    vae = diffusers.AutoencoderKLLTX2Video(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=8,
+        block_out_channels=(8, 16, 32, 64),
+        decoder_block_out_channels=(8, 16, 32),
+        layers_per_block=(1, 1, 1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1, 1),
+        spatio_temporal_scaling=(True, True, True, True),
+        decoder_spatio_temporal_scaling=(True, True, True),
+        decoder_inject_noise=(False, False, False, False),
+        downsample_type=("spatial", "temporal", "spatiotemporal", "spatiotemporal"),
+        upsample_type=("spatiotemporal",) * 3,
+        upsample_residual=(True,) * 3,
+        upsample_factor=(2, 2, 2),
+        timestep_conditioning=False,
+        patch_size=4,
+        patch_size_t=1,
+        encoder_causal=True,
+        decoder_causal=False,
+        spatial_compression_ratio=32,
+        temporal_compression_ratio=8,
+    )
+    _seeded()
+    audio_vae = diffusers.AutoencoderKLLTX2Audio(
+        base_channels=4,
+        output_channels=2,
+        ch_mult=(1,),
+        num_res_blocks=1,
+        attn_resolutions=None,
+        in_channels=2,
+        resolution=32,
+        latent_channels=2,
+        norm_type="pixel",
+        causality_axis="height",
+        dropout=0.0,
+        mid_block_add_attention=False,
+        sample_rate=16000,
+        mel_hop_length=160,
+        is_causal=True,
+        mel_bins=8,
+    )
+    _seeded()
+    vocoder = ltx2.vocoder.LTX2Vocoder(
+        in_channels=2 * 8,  # audio VAE output channels x mel bins
+        hidden_channels=32,
+        out_channels=2,
+        upsample_kernel_sizes=[20, 8, 8],
+        upsample_factors=[10, 4, 4],
+        resnet_kernel_sizes=[3],
+        resnet_dilations=[[1, 3, 5]],
+        leaky_relu_negative_slope=0.1,
+        output_sampling_rate=16000,
+    )
+    return diffusers.LTX2Pipeline(
+        transformer=transformer,
+        vae=vae,
+        audio_vae=audio_vae,
+        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(),
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        connectors=connectors,
+        vocoder=vocoder,
+    )
+
+
 BUILDERS: dict[str, Callable[[], Any]] = {
     "wan-t2v": build_wan_t2v,
     "wan-i2v": build_wan_i2v,
@@ -751,6 +982,14 @@ BUILDERS: dict[str, Callable[[], Any]] = {
     "easyanimate-inp": build_easyanimate_inp,
     "hunyuanvideo-t2v": build_hunyuanvideo_t2v,
     "hunyuanvideo-i2v": build_hunyuanvideo_i2v,
+    "hunyuanvideo-i2v-33ch": build_hunyuanvideo_i2v_33ch,
+    "svd": build_svd,
+    "ltx2": build_ltx2,
+}
+# What a tiny model's own profile adds to its CPU presets: LTX-2 applies spatio-temporal guidance at
+# block 28 of 48 by default; the tiny transformer has 2.
+TINY_PROFILE_EXTRAS: dict[str, dict[str, Any]] = {
+    "ltx2": {"callDefaults": {"spatio_temporal_guidance_blocks": [1]}},
 }
 
 
@@ -796,7 +1035,10 @@ def save_tiny_pipeline(family: str, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(str(out), safe_serialization=True)
     resolved = resolve_profile(pipe, out, {})
-    profile = tiny_profile(resolved.geometry.frame_step, resolved.size_multiple)
+    profile = {
+        **tiny_profile(resolved.geometry.frame_step, resolved.size_multiple),
+        **TINY_PROFILE_EXTRAS.get(family, {}),
+    }
     (out / MODEL_PROFILE_FILES[1]).write_text(json.dumps(profile, indent=2) + "\n")
     log.info("saved tiny %s pipeline to %s", family, out)
     return out

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from videogen_api import v1alpha1 as api
-from videogen_runner.encode import encode_frames, to_uint8
+from videogen_runner.encode import Audio, encode_frames, mux_audio, to_uint8
 from videogen_runner.probe import probe
 
 
@@ -26,6 +26,34 @@ def moving_frames(n: int, width: int, height: int, dtype: str = "float32") -> It
         frame = ramp.copy()
         frame[:, (i * 4) % width : (i * 4) % width + 4] = 1.0
         yield frame if dtype == "float32" else to_uint8(frame)
+
+
+class TestAudioTrack:
+    @pytest.mark.parametrize(("fmt", "codec"), [(api.OutputFormat.MP4, "aac"), (api.OutputFormat.WEBM, "opus")])
+    def test_the_sound_is_muxed_beside_the_untouched_video(
+        self, fmt: api.OutputFormat, codec: str, tmp_path: Path
+    ) -> None:
+        video = encode_frames(moving_frames(17, 96, 64), tmp_path / f"v.{fmt.value}", fmt, 12)
+        before = probe(video.path)
+        t = np.arange(round(17 / 12 * 24000)) / 24000
+        stereo = np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 660 * t)], axis=1) * 0.5
+
+        muxed = mux_audio(video, Audio(samples=stereo.astype(np.float32), rate=24000))
+
+        info = probe(muxed.path)
+        assert (info.codec, info.width, info.height, info.frames, info.fps) == (
+            before.codec,
+            96,
+            64,
+            17,
+            12.0,
+        ), "the video stream is as it was"
+        assert (info.audio_codec, info.audio_channels, muxed.audio_rate, muxed.audio_channels) == (codec, 2, 24000, 2)
+        assert info.audio_seconds is not None and abs(info.audio_seconds - 17 / 12) < 0.05
+        if fmt is api.OutputFormat.MP4:
+            data = muxed.path.read_bytes()
+            assert data.find(b"moov") < data.find(b"mdat"), "still starts before the download ends"
+        assert sorted(p.name for p in tmp_path.iterdir()) == [f"v.{fmt.value}"], "no temporary files left"
 
 
 class TestFormats:

@@ -50,8 +50,10 @@ class Case:
     adjustments: list[str] = field(default_factory=list)
     # The first latent frame is the image's latent and the VAE decodes frame 0 from it alone.
     first_frame_ignores_seed: bool = False
-    # The pipeline draws from torch's global generator, which spec.seed does not set.
-    draws_global_rng: bool = False
+    # Frames per VAE decode call, where the profile decodes in chunks (SVD's decode_chunk_size).
+    decode_chunks: list[int] | None = None
+    # The pipeline generates sound: (sample rate, channels) of the track muxed into the MP4.
+    audio: tuple[int, int] | None = None
 
     @property
     def id(self) -> str:
@@ -153,8 +155,7 @@ CASES = [
     ),
     # No temporal compression, sides of 8: any frame count; 76 is not a multiple of 8 (the contract
     # allows 8s only), so the awkward part is the frame count the others would bend: it is kept.
-    # I2VGen-XL samples its image latents with `latent_dist.sample()` and no generator.
-    Case("i2vgen-xl", I2V, {"width": 72, "height": 64, "numFrames": 6}, (72, 64, 6), [], draws_global_rng=True),
+    Case("i2vgen-xl", I2V, {"width": 72, "height": 64, "numFrames": 6}, (72, 64, 6), []),
     Case(
         "easyanimate-t2v",
         T2V,
@@ -189,6 +190,46 @@ CASES = [
             "width 72 -> 64 (HunyuanVideo I2V needs a multiple of 16)",
         ],
     ),
+    # The 33-channel variant's pipeline cuts 4 leading frames after decoding: the runner asks it for 4
+    # more, so the video has the 9 frames the status reports and only the rounding is an adjustment.
+    Case(
+        "hunyuanvideo-i2v-33ch",
+        I2V,
+        {"width": 72, "height": 64, "numFrames": 10},
+        (64, 64, 9),
+        [
+            "numFrames 10 -> 9 (HunyuanVideo I2V 33ch needs 4k+1 frames)",
+            "width 72 -> 64 (HunyuanVideo I2V 33ch needs a multiple of 16)",
+        ],
+    ),
+    # No temporal compression, sides of 8: 72x64 and 10 frames are kept. The contract's required
+    # prompt is reported as ignored (SVD has no text input); the VAE decodes 8 frames at a time.
+    Case(
+        "svd",
+        I2V,
+        {"width": 72, "height": 64, "numFrames": 10},
+        (72, 64, 10),
+        ["prompt ignored (Stable Video Diffusion is conditioned on the image alone)"],
+        decode_chunks=[8, 2],
+    ),
+    # Video and sound from one transformer: the MP4 carries the vocoder's waveform as an AAC track as
+    # long as the video (16 kHz stereo in the tiny model, 24 kHz in the real one).
+    Case(
+        "ltx2",
+        T2V,
+        {"width": 72, "height": 64, "numFrames": 10},
+        (64, 64, 9),
+        ["numFrames 10 -> 9 (LTX-2 needs 8k+1 frames)", "width 72 -> 64 (LTX-2 needs a multiple of 32)"],
+        audio=(16000, 2),
+    ),
+    Case(
+        "ltx2",
+        I2V,
+        {"width": 64, "height": 72, "numFrames": 12},
+        (64, 64, 9),
+        ["numFrames 12 -> 9 (LTX-2 I2V needs 8k+1 frames)", "height 72 -> 64 (LTX-2 I2V needs a multiple of 32)"],
+        audio=(16000, 2),
+    ),
 ]
 
 
@@ -208,13 +249,19 @@ def family_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Pa
     return get
 
 
-def first_frame(path: Path, width: int, height: int) -> np.ndarray[Any, Any]:
+def decoded_frames(path: Path, width: int, height: int, limit: int | None = None) -> np.ndarray[Any, Any]:
+    """The MP4's frames as decoded by ffmpeg: N x H x W x 3, 0..255 as float32."""
+    count = ["-frames:v", str(limit)] if limit is not None else []
     raw = subprocess.run(
-        [ffmpeg_exe(), "-v", "error", "-i", str(path), "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+        [ffmpeg_exe(), "-v", "error", "-i", str(path), *count, "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
         capture_output=True,
         check=True,
     ).stdout
-    return np.frombuffer(raw, dtype=np.uint8).reshape(height, width, 3).astype(np.float32)
+    return np.frombuffer(raw, dtype=np.uint8).reshape(-1, height, width, 3).astype(np.float32)
+
+
+def first_frame(path: Path, width: int, height: int) -> np.ndarray[Any, Any]:
+    return decoded_frames(path, width, height, limit=1)[0]
 
 
 def stages_in(records: list[logging.LogRecord]) -> tuple[list[str], list[str]]:
@@ -282,6 +329,23 @@ def spy_on_vae_encode(model: Path, monkeypatch: pytest.MonkeyPatch) -> list[np.n
     return seen
 
 
+def spy_on_vae_decode_frames(model: Path, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record how many frames each VAE decode call of an image VAE with a temporal decoder (SVD) gets:
+    its latents are (frames, C, H, W)."""
+    import diffusers
+
+    vae_class = getattr(diffusers, json.loads((model / "vae" / "config.json").read_text())["_class_name"])
+    decode = vae_class.decode
+    seen: list[int] = []
+
+    def recording_decode(self: Any, z: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(int(z.shape[0]))
+        return decode(self, z, *args, **kwargs)
+
+    monkeypatch.setattr(vae_class, "decode", recording_decode)
+    return seen
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_family_end_to_end(
     case: Case,
@@ -297,6 +361,7 @@ def test_family_end_to_end(
     model = family_model(case.family)
     width, height, frames = case.expect
     encoded = spy_on_vae_encode(model, monkeypatch) if case.task == I2V else []
+    decoded = spy_on_vae_decode_frames(model, monkeypatch) if case.decode_chunks is not None else []
 
     def run(name: str, image: tuple[Color, Color, Color, Color] | None = None, seed: int = 5) -> np.ndarray[Any, Any]:
         """Run the case's spec, check the result and the video against it; the MP4's first frame."""
@@ -313,13 +378,9 @@ def test_family_end_to_end(
         if image is not None:
             s3_client.put_object(Bucket=bucket, Key=f"in/{name}.png", Body=png(image))
             spec["image"] = f"s3://{bucket}/in/{name}.png"
-        if case.draws_global_rng:
-            import torch
-
-            # Fixed so that the runs below differ only in what each comparison is about.
-            torch.manual_seed(0)
         caplog.clear()
         encoded.clear()
+        decoded.clear()
         with caplog.at_level(logging.INFO, logger="videogen_runner"):
             code, message = run_inprocess(spec, s3_env)
 
@@ -336,6 +397,14 @@ def test_family_end_to_end(
         stages, steps = stages_in(caplog.records)
         assert stages == ["loading", "generating", "encoding", "uploading", "done"]
         assert steps[-2:] == ["generating 1/2", "generating 2/2"]
+        if case.decode_chunks is not None:
+            assert decoded == case.decode_chunks, "the VAE decodes the profile's chunks of frames"
+        if case.audio is not None:
+            assert (info.audio_codec, info.audio_rate, info.audio_channels) == ("aac", *case.audio)
+            assert info.audio_seconds is not None
+            assert abs(info.audio_seconds - frames / 12) < 1 / 12, "the sound lasts as long as the video"
+        else:
+            assert info.audio_codec is None, "no audio track where the model makes no sound"
         if image is not None:
             assert encoded, "the pipeline encoded no image"
             for frame in encoded:
@@ -357,6 +426,50 @@ def test_family_end_to_end(
     else:
         assert np.array_equal(given, again), "the same spec gives the same first frame"
     assert float(np.abs(given - mirrored).mean()) > 0, "the mirrored image gives another first frame"
+
+
+def test_i2vgen_xl_reproduces_its_whole_video_from_the_seed(
+    family_model: Callable[[str], Path],
+    run_inprocess: RunInProcess,
+    s3_env: dict[str, str],
+    bucket: str,
+    s3_client: S3Client,
+    tmp_path: Path,
+) -> None:
+    """I2VGen-XL samples its image latents from torch's global generator (`latent_dist.sample()`
+    without the call's generator); the runner seeds that from spec.seed too, so the same spec gives
+    the same video, frame for frame, whatever state the process's global generator was in."""
+    import torch
+
+    s3_client.put_object(Bucket=bucket, Key="in/pattern.png", Body=png(PATTERN))
+    model = family_model("i2vgen-xl")
+
+    def run(name: str, seed: int, global_seed: int) -> np.ndarray[Any, Any]:
+        torch.manual_seed(global_seed)  # the state an earlier draw in the process could have left
+        spec = {
+            "model": str(model),
+            "task": I2V,
+            "prompt": PROMPT,
+            "image": f"s3://{bucket}/in/pattern.png",
+            "width": 72,
+            "height": 64,
+            "numFrames": 6,
+            "steps": 2,
+            "seed": seed,
+            "output": {"bucket": bucket, "key": f"out/{name}.mp4"},
+        }
+        code, message = run_inprocess(spec, s3_env)
+        assert code == 0, message
+        path, _ = download(s3_client, bucket, f"out/{name}.mp4", tmp_path / f"{name}.mp4")
+        return decoded_frames(path, 72, 64)
+
+    first = run("first", seed=5, global_seed=1)
+    second = run("second", seed=5, global_seed=2)
+    other_seed = run("other-seed", seed=6, global_seed=1)
+
+    assert first.shape == (6, 64, 72, 3)
+    assert np.array_equal(first, second), "the same seed gives the same frames"
+    assert not np.array_equal(first, other_seed), "another seed gives another video"
 
 
 @pytest.mark.parametrize(("width", "height"), [(112, 64), (64, 144)])
@@ -394,6 +507,39 @@ def test_hunyuanvideo_i2v_serves_wide_and_tall_videos(
     info = probe(path)
     assert (result.output.width, result.output.height, result.output.frames) == (width, height, 5)
     assert (info.width, info.height, info.frames) == (width, height, 5)
+
+
+def test_svd_is_called_with_its_own_arguments(family_model: Callable[[str], Path]) -> None:
+    """What the runner hands StableVideoDiffusionPipeline: the image, spec.guidanceScale as
+    max_guidance_scale, spec.fps as its fps conditioning, the profile's micro-conditioning and decode
+    chunk; no prompt (it has none)."""
+    from PIL import Image
+
+    from videogen_runner.generate import GenerationRequest, pipeline_kwargs
+    from videogen_runner.models import inspect_model, load_pipeline
+    from videogen_runner.presets import GenerationParams
+
+    model = family_model("svd")
+    loaded = load_pipeline(inspect_model(str(model), model, api.Task.IMAGE_TO_VIDEO, {}), cuda=False, env={})
+    image = Image.new("RGB", (72, 64))
+    params = GenerationParams(width=72, height=64, num_frames=10, fps=12, steps=2, guidance_scale=2.5, seed=1)
+
+    kwargs = pipeline_kwargs(loaded, GenerationRequest(PROMPT, None, params, image), "np")
+
+    assert kwargs.pop("generator").initial_seed() == 1
+    assert kwargs == {
+        "image": image,
+        "height": 64,
+        "width": 72,
+        "num_frames": 10,
+        "num_inference_steps": 2,
+        "max_guidance_scale": 2.5,
+        "fps": 12,
+        "motion_bucket_id": 127,
+        "noise_aug_strength": 0.02,
+        "decode_chunk_size": 8,
+        "output_type": "np",
+    }
 
 
 @pytest.mark.parametrize(
@@ -511,3 +657,62 @@ class TestRefusedBeforeWastingGpuTime:
 
         assert code == api.ExitCode.INVALID_INPUT
         assert message["message"].startswith("spec.negativePrompt: HunyuanVideo is guidance-distilled")
+
+    def test_a_package_the_runner_lacks_is_a_model_load_error_not_the_specs(
+        self,
+        family_model: Callable[[str], Path],
+        run_inprocess: RunInProcess,
+        s3_env: dict[str, str],
+        bucket: str,
+        s3_client: S3Client,
+        tmp_path: Path,
+    ) -> None:
+        """Without the profile's imageCrf, LTX-2 I2V re-compresses the image itself with PyAV, which the
+        runner does not ship: that ImportError is the environment's, so ModelLoadError, not spec.image."""
+        import importlib.util
+
+        if importlib.util.find_spec("av") is not None:
+            pytest.skip("PyAV is installed here: the pipeline would not fail")
+        profiles = tmp_path / "profiles.yaml"
+        profiles.write_text("LTX2ImageToVideoPipeline:\n  imageCrf: null\n")
+        s3_client.put_object(Bucket=bucket, Key="in/pattern.png", Body=png(PATTERN))
+        spec = {
+            "model": str(family_model("ltx2")),
+            "task": I2V,
+            "prompt": PROMPT,
+            "image": f"s3://{bucket}/in/pattern.png",
+        }
+        env = {**s3_env, api.ENV_OUTPUT_BUCKET: bucket, "VIDEOGEN_MODEL_PROFILES": str(profiles)}
+
+        code, message = run_inprocess(spec, env)
+
+        failure = api.RunnerFailure.model_validate(message)
+        assert code == api.ExitCode.MODEL_LOAD_ERROR == failure.exit_code
+        assert api.ExitCode.MODEL_LOAD_ERROR in api.NON_RETRYABLE_EXIT_CODES
+        assert "LTX2ImageToVideoPipeline needs a Python package the runner does not ship" in failure.message
+        assert "PyAV" in failure.message, "the library's own message is kept"
+
+
+def test_a_gif_of_a_model_with_sound_reports_the_dropped_audio(
+    family_model: Callable[[str], Path],
+    run_inprocess: RunInProcess,
+    s3_env: dict[str, str],
+    bucket: str,
+    s3_client: S3Client,
+    tmp_path: Path,
+) -> None:
+    spec = {
+        "model": str(family_model("ltx2")),
+        "task": T2V,
+        "prompt": PROMPT,
+        "output": {"bucket": bucket, "key": "out/ltx2.gif", "format": "gif"},
+    }
+
+    code, message = run_inprocess(spec, s3_env)
+
+    assert code == 0, message
+    result = api.RunnerResult.model_validate(message)
+    assert result.adjustments == ["audio dropped (LTX-2 generates sound; gif has no audio track)"]
+    path, _ = download(s3_client, bucket, "out/ltx2.gif", tmp_path / "ltx2.gif")
+    info = probe(path)
+    assert (info.frames, info.audio_codec) == (result.output.frames, None)

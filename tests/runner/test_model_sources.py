@@ -109,6 +109,14 @@ class TestNoModelCodeRuns:
         with pytest.raises(ModelLoadError, match="comes from 'evil_module'"):
             inspect_model("/m", path, api.Task.TEXT_TO_VIDEO)
 
+    def test_only_diffusers_own_pipeline_packages_count_as_diffusers(self) -> None:
+        from videogen_runner.models import is_trusted_library
+
+        # LTX-2's model_index.json names `ltx2` (diffusers.pipelines.ltx2) for its connectors and vocoder.
+        assert is_trusted_library("ltx2") and is_trusted_library("diffusers") and is_trusted_library("transformers")
+        for name in ("evil_module", "os", "../ltx2", "ltx2.evil", "Ltx2", ""):
+            assert not is_trusted_library(name), name
+
     def test_unknown_pipeline_classes_are_refused(self, tiny_models: TinyModels, tmp_path: Path) -> None:
         path = self.copy_with_index(tiny_models.wan_t2v, tmp_path, _class_name="NoSuchPipeline")
         with pytest.raises(ModelLoadError, match="not a pipeline class of diffusers"):

@@ -17,6 +17,7 @@ from videogen_runner.profiles import (
     Profile,
     dropped_fields,
     family_data,
+    ignored_fields,
     select_pipeline,
 )
 
@@ -73,6 +74,15 @@ class TestData:
         with pytest.raises(ModelLoadError, match=r"platform\.yaml: not valid YAML"):
             family_data("WanPipeline", model_dir(tmp_path / "y"), {ENV_MODEL_PROFILES: str(platform)})
 
+    def test_hunyuanvideo_i2v_33ch_asks_its_pipeline_for_the_frames_it_cuts(self, tmp_path: Path) -> None:
+        model = model_dir(tmp_path, transformer={"image_condition_type": "latent_concat"})
+        data = family_data("HunyuanVideoImageToVideoPipeline", model, {})
+        profile = Profile("HunyuanVideoImageToVideoPipeline", data, Geometry(4, 16), frozenset(), None, True)
+        assert data.label == "HunyuanVideo I2V 33ch"
+        assert profile.pipeline_frames(9) == 13, "num_frames=13 decodes 13 frames, of which the pipeline keeps 9"
+        token_replace = family_data("HunyuanVideoImageToVideoPipeline", model_dir(tmp_path / "16ch"), {})
+        assert token_replace.dropped_leading_frames == 0
+
     def test_flow_shift_follows_the_resolution(self, tmp_path: Path) -> None:
         data = family_data("WanPipeline", model_dir(tmp_path), {})
         profile = Profile("WanPipeline", data, Geometry(4, 16), frozenset(), None, True)
@@ -102,11 +112,24 @@ class TestTaskRoutes:
 
 class TestDroppedFields:
     def test_a_pipeline_without_a_prompt_argument_refuses_the_prompt(self, tmp_path: Path) -> None:
-        # StableVideoDiffusionPipeline: image only; a prompt would silently do nothing.
+        # A class the table does not know, image only: a prompt would silently do nothing.
         params = frozenset({"image", "height", "width", "num_frames", "num_inference_steps", "fps"})
-        data = family_data("StableVideoDiffusionPipeline", model_dir(tmp_path), {})
-        dropped = dropped_fields("StableVideoDiffusionPipeline", params, data, spec(guidanceScale=3.0))
+        data = family_data("SomeImageOnlyVideoPipeline", model_dir(tmp_path), {})
+        dropped = dropped_fields("SomeImageOnlyVideoPipeline", params, data, spec(guidanceScale=3.0))
         assert [f for f, _ in dropped] == ["prompt", "guidanceScale"]
+
+    def test_svd_ignores_the_required_prompt_and_takes_guidance_as_its_maximum(self, tmp_path: Path) -> None:
+        params = frozenset({"image", "height", "width", "num_frames", "num_inference_steps", "max_guidance_scale"})
+        data = family_data("StableVideoDiffusionPipeline", model_dir(tmp_path), {})
+        given = spec(task="image-to-video", image="s3://bucket/i.png", guidanceScale=3.0)
+
+        assert dropped_fields("StableVideoDiffusionPipeline", params, data, given) == []
+        assert ignored_fields(data, given) == [
+            "prompt ignored (Stable Video Diffusion is conditioned on the image alone)"
+        ]
+        assert data.renamed_arguments == {"guidance_scale": "max_guidance_scale"}
+        refused = dropped_fields("StableVideoDiffusionPipeline", params, data, spec(negativePrompt="x"))
+        assert [f for f, _ in refused] == ["negativePrompt"], "optional fields it cannot use are still refused"
 
     def test_nothing_is_dropped_for_a_spec_the_pipeline_takes_whole(self, tmp_path: Path) -> None:
         params = frozenset({"prompt", "negative_prompt", "guidance_scale", "num_frames", "height", "width"})
