@@ -76,6 +76,21 @@ def test_a_just_created_job_is_in_view_until_its_watch_event_arrives() -> None:
     assert [uid for uid, _ in views.jobs()] == ["owner"]
 
 
+def test_every_index_is_read_live_even_when_it_is_empty_at_start_up() -> None:
+    """kopf hands over its indices empty at start-up and fills them later: the views keep reading
+    the very mappings they were given (an empty one swapped for a private dict never sees an entry)."""
+    failed: dict[Any, list[dict[str, Any]]] = {}
+    models: dict[Any, list[dict[str, Any]]] = {}
+    workloads: dict[Any, list[dict[str, Any]]] = {}
+    views = Views({}, {}, {}, failed, models, workloads)
+    failed[("ns", "j")] = [{"message": "exceeded quota: q"}]
+    models["m"] = [{"metadata": {"name": "m"}}]
+    workloads["ju"] = [{"metadata": {"name": "w", "namespace": "ns", "resourceVersion": "1"}}]
+    assert views.failed_creates("ns", "j") == [{"message": "exceeded quota: q"}]
+    assert views.model("m") == {"metadata": {"name": "m"}}
+    assert views.workload_of({"metadata": {"uid": "ju", "namespace": "ns"}}) is not None
+
+
 def test_gpus_are_read_from_the_job_itself() -> None:
     job = {
         "spec": {"template": {"spec": {"containers": [{"resources": {"limits": {"nvidia.com/gpu": "2", "cpu": "4"}}}]}}}
