@@ -66,7 +66,8 @@ def build_tiny_models(model_cache: Path, families: tuple[str, ...] = tuple(TINY_
 
 def _kubectl_ok(dc: DevCluster, *args: str, input: str | None = None) -> None:
     result = dc.kubectl(*args, input=input)
-    if result.returncode != 0 and "AlreadyExists" not in result.stderr:
+    # `kubectl create secret` says "already exists" where other kinds say "(AlreadyExists)".
+    if result.returncode != 0 and "already exists" not in result.stderr.lower():
         raise RuntimeError(f"kubectl {' '.join(args)} failed: {result.stderr}")
 
 
