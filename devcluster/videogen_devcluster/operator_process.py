@@ -197,6 +197,8 @@ def operator_env(dc: DevCluster, model_cache: Path, namespaces: list[str], **set
         # The local node has the machine's CPUs and memory; real GPU nodes get the chart's defaults.
         "VIDEOGEN_RUNNER_CPU_REQUEST": "100m",
         "VIDEOGEN_RUNNER_MEMORY_REQUEST": "256Mi",
+        "VIDEOGEN_LOADER_CPU_REQUEST": "100m",
+        "VIDEOGEN_LOADER_MEMORY_REQUEST": "256Mi",
         "VIDEOGEN_RESYNC_SECONDS": "1",
         "VIDEOGEN_LIVENESS_PORT": str(free_port()),
         "VIDEOGEN_METRICS_PORT": str(free_port()),

@@ -331,6 +331,21 @@ class Kube:
             )
         )
 
+    def patch_daemonset(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Merge-patch a DaemonSet (lists such as a container's env are replaced whole); None when it is gone."""
+        return _unless_missing(
+            lambda: _json(
+                self.apps.patch_namespaced_daemon_set(
+                    name,
+                    namespace,
+                    body,
+                    _content_type=MERGE_PATCH,
+                    _preload_content=False,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
+            )
+        )
+
     def delete_daemonset(self, namespace: str, name: str) -> None:
         _unless_missing(
             lambda: self.apps.delete_namespaced_daemon_set(
