@@ -61,6 +61,17 @@ def api_message(err: ApiException) -> str:
     return f"{err.status} {err.reason}"
 
 
+def describe_error(err: BaseException) -> str:
+    """An error as a status message or an Event says it: for an API error the status code and the
+    API server's own explanation (the client's str() is mostly HTTP headers, which pushed the
+    explanation past any length limit), else the exception's text."""
+    if isinstance(err, ApiException):
+        code = f"{err.status} {err.reason}"
+        message = api_message(err)
+        return message if message == code else f"{code}: {message}"
+    return str(err) or type(err).__name__
+
+
 def is_refusal(err: BaseException) -> bool:
     """The API server said no to this object (invalid, forbidden, quota, webhook): retrying will not help."""
     return (

@@ -35,7 +35,7 @@ from videogen_operator.catalog import (
     prewarm_name,
     refetch_of,
 )
-from videogen_operator.kube import ConflictError, Kube
+from videogen_operator.kube import ConflictError, Kube, describe_error
 from videogen_operator.phases import iso, now_utc, set_condition
 from videogen_operator.settings import OperatorSettings
 from videogen_operator.views import Views
@@ -324,7 +324,7 @@ class ModelReconciler:
         model = self.views.model(name)
         if model is None:
             return
-        text = f"the operator could not reconcile this model and retries: {str(error)[:500] or type(error).__name__}"
+        text = f"the operator could not reconcile this model and retries: {describe_error(error)[:500]}"
         if (model.get("status") or {}).get("lastError") == text:
             return
         self.kube.patch_model_status(name, {"lastError": text})

@@ -4,7 +4,8 @@ Each test names the fault: an API-refused pod spec, a pod the Job controller may
 (a ResourceQuota), a drain whose replacement pod waits
 past the startup deadline, a Job collected right after its pod succeeded, two operator
 replicas, an operator SIGKILLed three times (once between creating the Job and writing
-status), and an API server restarted mid-run.
+status), a reconcile that keeps failing (its status writes refused), and an API server restarted
+mid-run.
 """
 
 from __future__ import annotations
@@ -305,6 +306,68 @@ def test_an_operator_sigkilled_three_times_in_one_run_leaves_one_job_and_a_conve
     (job,) = jobs.runner_jobs()
     assert final["jobName"] == job["metadata"]["name"]
     assert final["output"]["sha256"] == s3_sha256(devcluster, final["output"]["uri"])
+
+
+REFUSE_START = """
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: %(name)s}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+      - apiGroups: [videogen.dev]
+        apiVersions: ["*"]
+        operations: [UPDATE]
+        resources: [videogenjobs/status]
+  matchConditions:
+    - name: this-namespace
+      expression: object.metadata.namespace == "%(namespace)s"
+  validations:
+    - expression: "!has(object.status.phase) || !(object.status.phase in ['Running', 'Succeeded'])"
+      message: test fault - jobs of this namespace may not start
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: %(name)s}
+spec:
+  policyName: %(name)s
+  validationActions: [Deny]
+"""
+
+
+def test_a_reconcile_that_keeps_failing_is_on_the_jobs_status_and_a_warning_event_until_it_passes(
+    devcluster: Any, jobs: Jobs, namespace: str, start_operator: Any
+) -> None:
+    # Every status write that would move the job on is refused (an admission policy), so each
+    # reconcile fails the same way; only the error itself may be written.
+    policy = f"vgj-stuck-{namespace}"[:63]
+    applied = devcluster.kubectl("apply", "-f", "-", input=REFUSE_START % {"name": policy, "namespace": namespace})
+    assert applied.returncode == 0, applied.stderr
+    try:
+        start_operator()
+        jobs.apply(tiny_job("stuck", cache=False))
+
+        def recorded() -> dict[str, Any] | None:
+            status = jobs.status("stuck")
+            return status if "could not reconcile" in str(status.get("message")) else None
+
+        stuck = wait_until(recorded, timeout=180, what="the reconcile error on the job's status")
+        assert stuck["phase"] in ("Pending", "Queued"), stuck
+        # The API server's own words, not the HTTP client's dump of headers.
+        assert "test fault - jobs of this namespace may not start" in stuck["message"], stuck["message"]
+        assert "HTTP response headers" not in stuck["message"], stuck["message"]
+        warnings = wait_until(
+            lambda: [e for e in jobs.events("stuck") if e["type"] == "Warning" and e["reason"] == "ReconcileError"],
+            timeout=30,
+            what="a Warning Event ReconcileError on the job",
+        )
+        assert "test fault - jobs of this namespace may not start" in warnings[0]["message"], warnings
+    finally:
+        devcluster.kubectl("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", policy)
+    final = jobs.wait_phase("stuck", "Succeeded", "Failed", timeout=300)
+    assert final["phase"] == "Succeeded", final
+    assert "could not reconcile" not in final["message"]
 
 
 def test_the_api_server_restarted_mid_run(devcluster: Any, jobs: Jobs, start_operator: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Hashable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,7 +12,7 @@ from kubernetes.client.exceptions import ApiException
 
 from videogen_operator.activity import is_active, start_priority
 from videogen_operator.dispatch import Coalescer
-from videogen_operator.kube import ConflictError, is_refusal, is_transient
+from videogen_operator.kube import ConflictError, describe_error, is_refusal, is_transient
 from videogen_operator.views import Views, job_gpus
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -103,6 +104,21 @@ def test_error_classes() -> None:
     assert is_transient(TimeoutError())
     assert is_refusal(ApiException(status=422)) and is_refusal(ApiException(status=403))
     assert not is_refusal(ApiException(status=409)) and not is_refusal(ApiException(status=429))
+
+
+def test_an_api_error_is_described_by_the_api_servers_words_not_the_http_headers() -> None:
+    class Response:
+        status, reason = 422, "Unprocessable Entity"
+        data = json.dumps({"kind": "Status", "message": "denied request: jobs here may not start"}).encode()
+        headers = {"Audit-Id": "x" * 36, "Content-Type": "application/json", "Date": "Tue, 01 Dec 2026 05:33:06 GMT"}
+
+        def getheaders(self) -> dict[str, str]:
+            return self.headers
+
+    err = ApiException(http_resp=Response())
+    assert describe_error(err) == "422 Unprocessable Entity: denied request: jobs here may not start"
+    assert describe_error(ApiException(status=500, reason="Internal Server Error")) == "500 Internal Server Error"
+    assert describe_error(ValueError("bad")) == "bad" and describe_error(TimeoutError()) == "TimeoutError"
 
 
 def test_a_failing_key_is_retried_with_backoff_while_others_go_on() -> None:
