@@ -66,7 +66,8 @@ def build_tiny_models(model_cache: Path, families: tuple[str, ...] = tuple(TINY_
 
 def _kubectl_ok(dc: DevCluster, *args: str, input: str | None = None) -> None:
     result = dc.kubectl(*args, input=input)
-    if result.returncode != 0 and "AlreadyExists" not in result.stderr:
+    # `kubectl create secret` says "already exists" where other kinds say "(AlreadyExists)".
+    if result.returncode != 0 and "already exists" not in result.stderr.lower():
         raise RuntimeError(f"kubectl {' '.join(args)} failed: {result.stderr}")
 
 
@@ -196,6 +197,8 @@ def operator_env(dc: DevCluster, model_cache: Path, namespaces: list[str], **set
         # The local node has the machine's CPUs and memory; real GPU nodes get the chart's defaults.
         "VIDEOGEN_RUNNER_CPU_REQUEST": "100m",
         "VIDEOGEN_RUNNER_MEMORY_REQUEST": "256Mi",
+        "VIDEOGEN_LOADER_CPU_REQUEST": "100m",
+        "VIDEOGEN_LOADER_MEMORY_REQUEST": "256Mi",
         "VIDEOGEN_RESYNC_SECONDS": "1",
         "VIDEOGEN_LIVENESS_PORT": str(free_port()),
         "VIDEOGEN_METRICS_PORT": str(free_port()),

@@ -26,6 +26,10 @@ from videogen_api import v1alpha1 as api
 from videogen_operator.settings import OperatorSettings
 
 LOADER_CONTAINER: Final = "loader"
+# app.kubernetes.io/component of prewarm DaemonSets and their pods (README: Upgrade/uninstall).
+COMPONENT_PREWARM: Final = "model-prewarm"
+# A prewarm pod's requests: one Python process that read the files and waits for SIGTERM.
+PREWARM_REQUESTS: Final = {"cpu": "10m", "memory": "128Mi"}
 CACHE_VOLUME: Final = "model-cache"
 # Volume sources whose PersistentVolume fields carry a readOnly flag of their own.
 _READ_ONLY_SOURCES: Final = ("nfs", "csi", "cephfs", "glusterfs", "iscsi", "rbd", "azureFile", "fc", "flexVolume")
@@ -308,13 +312,16 @@ def build_prewarm_daemonset(model: dict[str, Any], settings: OperatorSettings) -
     env = [{"name": cat.ENV_MODEL_DIR, "value": path}]
     pod = _operator_pod(settings, [*settings.loader_command, "prewarm"], env, read_only=True)
     pod["restartPolicy"] = "Always"
+    # Reads once, then sleeps for the node's lifetime: a loader's request (a CPU, 2Gi) would hold
+    # that much of every GPU node per prewarmed model, for nothing.
+    pod["containers"][0]["resources"] = {"requests": dict(PREWARM_REQUESTS)}
     if settings.default_node_selector:
         pod["nodeSelector"] = dict(settings.default_node_selector)
     pod["tolerations"] = [
         {"key": settings.gpu_resource_name, "operator": "Exists", "effect": "NoSchedule"},
         *settings.default_tolerations,
     ]
-    labels = _labels(meta["name"], "model-prewarm")
+    labels = _labels(meta["name"], COMPONENT_PREWARM)
     return {
         "apiVersion": "apps/v1",
         "kind": "DaemonSet",

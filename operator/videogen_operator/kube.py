@@ -61,6 +61,17 @@ def api_message(err: ApiException) -> str:
     return f"{err.status} {err.reason}"
 
 
+def describe_error(err: BaseException) -> str:
+    """An error as a status message or an Event says it: for an API error the status code and the
+    API server's own explanation (the client's str() is mostly HTTP headers, which pushed the
+    explanation past any length limit), else the exception's text."""
+    if isinstance(err, ApiException):
+        code = f"{err.status} {err.reason}"
+        message = api_message(err)
+        return message if message == code else f"{code}: {message}"
+    return str(err) or type(err).__name__
+
+
 def is_refusal(err: BaseException) -> bool:
     """The API server said no to this object (invalid, forbidden, quota, webhook): retrying will not help."""
     return (
@@ -353,6 +364,21 @@ class Kube:
             lambda: _json(
                 self.apps.read_namespaced_daemon_set(
                     name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                )
+            )
+        )
+
+    def patch_daemonset(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Merge-patch a DaemonSet (lists such as a container's env are replaced whole); None when it is gone."""
+        return _unless_missing(
+            lambda: _json(
+                self.apps.patch_namespaced_daemon_set(
+                    name,
+                    namespace,
+                    body,
+                    _content_type=MERGE_PATCH,
+                    _preload_content=False,
+                    _request_timeout=REQUEST_TIMEOUT,
                 )
             )
         )

@@ -35,7 +35,7 @@ from videogen_operator.catalog import (
     prewarm_name,
     refetch_of,
 )
-from videogen_operator.kube import ConflictError, Kube
+from videogen_operator.kube import ConflictError, Kube, describe_error
 from videogen_operator.phases import iso, now_utc, set_condition
 from videogen_operator.settings import OperatorSettings
 from videogen_operator.views import Views
@@ -45,6 +45,8 @@ Phase = cat.ModelPhase
 Reason = cat.ModelReason
 # At most this many users are named in a blocked deletion's message.
 NAMED_USERS = 5
+# What in a prewarm pod's container says which files it reads (the model's directory is in env).
+_PREWARM_FIELDS = ("image", "command", "env")
 
 
 def _condition(obj: dict[str, Any], ctype: str) -> bool:
@@ -140,8 +142,7 @@ class ModelReconciler:
                 self._write(
                     model, Phase(status["phase"]), str(status.get("reason")), str(status.get("message")), generation
                 )
-            if status.get("phase") == Phase.READY:
-                self._prewarm(model, spec)
+            self._prewarm(model, spec, ready=status.get("phase") == Phase.READY)
             return
         job = self.kube.get_job(self.settings.operator_namespace, job_name)
         if job is None:
@@ -225,22 +226,27 @@ class ModelReconciler:
         if written is not None:
             self.kube.post_model_event(model, "Warning", reason, message)
 
-    def _prewarm(self, model: dict[str, Any], spec: cat.VideoGenModelSpec) -> None:
+    def _prewarm(self, model: dict[str, Any], spec: cat.VideoGenModelSpec, *, ready: bool) -> None:
+        """The model's prewarm DaemonSet: there while the model is Ready with prewarm on, reading the
+        revision the model serves; gone otherwise (a Failed model has nothing to serve)."""
         ns = self.settings.operator_namespace
         name = prewarm_name(model["metadata"]["name"])
         existing = self.kube.get_daemonset(ns, name)
-        if not spec.prewarm:
+        if not (spec.prewarm and ready):
             if existing is not None:
                 self.kube.delete_daemonset(ns, name)
             return
         wanted = build_prewarm_daemonset(model, self.settings)
-        if existing is not None:
-            env = existing["spec"]["template"]["spec"]["containers"][0].get("env") or []
-            if env == wanted["spec"]["template"]["spec"]["containers"][0]["env"]:
-                return
-            self.kube.delete_daemonset(ns, name)  # another revision: re-read the new files
-            return  # created on the next pass, once the old one is gone
-        self.kube.create(wanted)
+        if existing is None:
+            self.kube.create(wanted)
+            return
+        have = existing["spec"]["template"]["spec"]["containers"][0]
+        want = wanted["spec"]["template"]["spec"]["containers"][0]
+        if any(have.get(k) != want.get(k) for k in _PREWARM_FIELDS):
+            # Another revision (or image): patched in place, the DaemonSet's rolling update reads the
+            # new files on every node. Deleting and re-creating it would wait for a pass that no
+            # event brings (a Ready model is not swept), so the model would stay unwarmed.
+            self.kube.patch_daemonset(ns, name, {"spec": {"template": wanted["spec"]["template"]}})
 
     # ------------------------------------------------------------------ deletion
 
@@ -273,6 +279,8 @@ class ModelReconciler:
             self._write(model, current, Reason.IN_USE, message, generation)
             return
         ns = self.settings.operator_namespace
+        # Nothing reads the files any more: its prewarm pods go before the files do.
+        self.kube.delete_daemonset(ns, prewarm_name(meta["name"]))
         if catalog_unavailable(self.settings) is None:
             # No loader may write while the files are removed.
             selector = (
@@ -312,7 +320,6 @@ class ModelReconciler:
             if not _condition(found, "Complete"):
                 return
             self.kube.delete_job(ns, remover["metadata"]["name"])
-            self.kube.delete_daemonset(ns, prewarm_name(meta["name"]))
         finalizers = [f for f in meta.get("finalizers") or [] if f != cat.MODEL_FINALIZER]
         self._set_finalizers(model, finalizers)
         log.info("VideoGenModel %s: files removed, finalizer released", meta["name"])
@@ -322,7 +329,7 @@ class ModelReconciler:
         model = self.views.model(name)
         if model is None:
             return
-        text = f"the operator could not reconcile this model and retries: {str(error)[:500] or type(error).__name__}"
+        text = f"the operator could not reconcile this model and retries: {describe_error(error)[:500]}"
         if (model.get("status") or {}).get("lastError") == text:
             return
         self.kube.patch_model_status(name, {"lastError": text})

@@ -39,7 +39,7 @@ from videogen_api.catalog import is_catalog_name
 from videogen_operator import kueue, manifests, metrics
 from videogen_operator.catalog import ModelDecision, identity_of_job, resolve_job_model
 from videogen_operator.catalog_access import CatalogAccess
-from videogen_operator.kube import Kube, api_message, is_refusal
+from videogen_operator.kube import Kube, api_message, describe_error, is_refusal
 from videogen_operator.manifests import JobRef
 from videogen_operator.observe import (
     DISRUPTION,
@@ -917,7 +917,7 @@ class Reconciler:
         status = dict(body.get("status") or {})
         if is_terminal(status):
             return
-        text = str(error) or type(error).__name__
+        text = describe_error(error)
         message = f"the operator could not reconcile this job and retries: {text[:500]}"
         if status.get("message") == message:
             return

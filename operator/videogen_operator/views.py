@@ -158,7 +158,9 @@ class Views:
         self._vgjs = vgjs
         self._jobs = jobs
         self._pods = pods
-        self._failed_creates = failed_creates or {}
+        # `is not None`, never `or`: kopf's index is empty (falsy) at start-up and fills later; `or {}`
+        # swapped it for a dict that never saw a FailedCreate, so PodCreateFailed never showed.
+        self._failed_creates = failed_creates if failed_creates is not None else {}
         self._guard = threading.Lock()
         self._written: dict[VgjKey, dict[str, Any]] = {}
         self._created: dict[str, dict[str, Any]] = {}

@@ -10,6 +10,7 @@ install per mode, a few tiny jobs each, to stay inside CI's time budget.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import subprocess
@@ -23,15 +24,17 @@ import pytest
 import yaml
 from argocd_capture import Capture
 from media_checks import check_output
-from operator_support import BUCKET, TINY_I2V, Jobs, tiny_job
+from operator_support import BUCKET, TINY_I2V, TINY_T2V, Jobs, tiny_job
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
+from videogen_api import catalog as cat
 from videogen_api import v1alpha1 as api
 from videogen_devcluster.devcluster import DevCluster
-from videogen_devcluster.operator_process import free_port
+from videogen_devcluster.operator_process import free_port, upload_model_dir
 from videogen_devcluster.procs import pid_alive
 from videogen_devcluster.testing import unique_name
+from videogen_operator.catalog import COMPONENT_PREWARM, prewarm_name
 from videogen_operator.manifests import RUNNER_RBAC_NAME
 
 # The operator pod reads its ConfigMap and ServiceAccount token at their mount paths.
@@ -46,6 +49,12 @@ LOADER_SA = "videogen-model-loader"
 SELECTOR = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/name=videogen-operator"
 CHILD_KINDS = "jobs,pods,serviceaccounts,roles,rolebindings,secrets,configmaps"
 RUNNER_RBAC_KINDS = ("ServiceAccount", "Role", "RoleBinding")
+CACHE_CLAIM = "videogen-models"  # the chart's modelCache.claimName and namespaceClaimName
+# What `make demo` registers: the tiny pipelines, by family, and their VideoGenModels.
+DEMO_MODELS = {
+    "wan-t2v": REPO / "examples" / "models" / "demo" / "tiny-wan-t2v.yaml",
+    "wan-i2v": REPO / "examples" / "models" / "demo" / "tiny-wan-i2v.yaml",
+}
 
 
 class Release:
@@ -57,6 +66,8 @@ class Release:
         self.values_dir = values_dir
         self.metrics_port = int(values["operator"]["metricsPort"])
         self.installed = False
+        self.namespaces: list[str] = []  # namespaced mode: [watched, unwatched]
+        self.models: list[str] = []  # VideoGenModels from models.catalog
 
     def helm(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -141,11 +152,14 @@ def helm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluste
         yield dc
 
 
-def base_values(dc: DevCluster, model_cache: Path) -> dict[str, Any]:
+def base_values(dc: DevCluster, model_cache: Path | None) -> dict[str, Any]:
+    """The release's values. With `model_cache`, a hostPath cache holding the tiny models and
+    `models.allowUnlisted`, so jobs name them by URI; without, the chart's own catalog defaults
+    (`modelCache.type: pvc`, the chart's claim, catalog models only)."""
     assert dc.s3 is not None
     s3 = dc.s3.env()
     metrics_port = free_port()
-    return {
+    values: dict[str, Any] = {
         "operator": {"livenessPort": free_port(), "metricsPort": metrics_port},
         "metrics": {"service": {"port": metrics_port}},
         "s3": {
@@ -155,12 +169,29 @@ def base_values(dc: DevCluster, model_cache: Path) -> dict[str, Any]:
             "accessKeyId": s3["AWS_ACCESS_KEY_ID"],
             "secretAccessKey": s3["AWS_SECRET_ACCESS_KEY"],
         },
-        "modelCache": {"type": "hostPath", "hostPath": str(model_cache)},
-        # These jobs name the tiny models by URI (the catalog's own tests register VideoGenModels).
-        "models": {"allowUnlisted": True},
         # The local node has this machine's CPUs and memory; GPU nodes get the chart's defaults.
         "runner": {"cpuRequest": "100m", "memoryRequest": "256Mi"},
+        "models": {"loader": {"resources": {"requests": {"cpu": "100m", "memory": "256Mi"}}}},
     }
+    if model_cache is not None:
+        values["modelCache"] = {"type": "hostPath", "hostPath": str(model_cache)}
+        values["models"]["allowUnlisted"] = True
+    return values
+
+
+def publish_demo_models(dc: DevCluster, model_cache: Path, namespace: str) -> list[dict[str, Any]]:
+    """The demo's VideoGenModels (examples/models/demo/) as `models.catalog` entries, their pipelines
+    uploaded where those examples say (a platform team's model store in the bucket). The text-to-video
+    model is prewarmed; the image-to-video one is allowed in `namespace` only."""
+    entries = []
+    for family, example in DEMO_MODELS.items():
+        manifest = yaml.safe_load(example.read_text())
+        bucket, _, prefix = manifest["spec"]["source"].removeprefix("s3://").partition("/")
+        upload_model_dir(dc, model_cache / "build" / family, prefix, bucket)
+        entries.append({"name": manifest["metadata"]["name"], **manifest["spec"]})
+    entries[0]["prewarm"] = True
+    entries[1]["namespaces"] = [namespace]
+    return entries
 
 
 def make_namespace(dc: DevCluster, prefix: str) -> str:
@@ -178,13 +209,16 @@ def put_input_image(dc: DevCluster, namespace: str) -> str:
     return f"s3://{BUCKET}/{key}"
 
 
-def run_both_tasks(dc: DevCluster, namespace: str, release: Release) -> dict[str, dict[str, Any]]:
-    """A text-to-video and an image-to-video job through the installed operator, outputs decoded."""
+def run_both_tasks(
+    dc: DevCluster, namespace: str, release: Release, t2v: str = TINY_T2V, i2v: str = TINY_I2V
+) -> dict[str, dict[str, Any]]:
+    """A text-to-video and an image-to-video job through the installed operator, outputs decoded;
+    `t2v` and `i2v` are the models (URIs, or catalog names)."""
     jobs = Jobs(dc, namespace)
     prompt = f"a confidential storyboard for {namespace}"
     image = put_input_image(dc, namespace)
-    jobs.apply(tiny_job("t2v", seed=5, prompt=prompt))
-    jobs.apply(tiny_job("i2v", model=TINY_I2V, task="image-to-video", image=image, seed=6, prompt=prompt))
+    jobs.apply(tiny_job("t2v", model=t2v, seed=5, prompt=prompt))
+    jobs.apply(tiny_job("i2v", model=i2v, task="image-to-video", image=image, seed=6, prompt=prompt))
     statuses = {}
     for name in ("t2v", "i2v"):
         status = jobs.wait_phase(name, "Succeeded", "Failed", timeout=300)
@@ -440,16 +474,21 @@ class TestClusterWide:
         assert after == videos
 
 
-# --------------------------------------------------------------------------- namespaced
+# --------------------------------------------------------------------------- namespaced, catalog defaults
 
 
 @pytest.fixture(scope="class")
 def namespaced(
     helm_cluster: DevCluster, model_cache: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Release]:
+    """Namespaced mode with the chart's model-catalog defaults: `modelCache.type: pvc` (the chart
+    creates the claim), `models.allowUnlisted: false`, and the demo's models from `models.catalog`
+    (their loaders bind the claim, which `helm install --wait` waits for)."""
     dc = helm_cluster
     watched, other = make_namespace(dc, "helm-ns"), make_namespace(dc, "helm-other")
-    values = _merge(base_values(dc, model_cache), {"watchNamespaces": [watched]})
+    catalog = publish_demo_models(dc, model_cache, watched)
+    values = _merge(base_values(dc, None), {"watchNamespaces": [watched], "models": {"catalog": catalog}})
+    assert "modelCache" not in values and "allowUnlisted" not in values["models"], "the chart's defaults"
     release = Release(dc, values, tmp_path_factory.mktemp("values"))
     rendered = release.helm(
         "template",
@@ -474,7 +513,8 @@ def namespaced(
             "metadata": {"name": "videogen-operator", "namespace": watched},
         }
         assert dc.kubectl("apply", "-f", "-", input=yaml.safe_dump(peering)).returncode == 0
-    release.namespaces = [watched, other]  # type: ignore[attr-defined]
+    release.namespaces = [watched, other]
+    release.models = [m["name"] for m in catalog]
     release.install()
     try:
         yield release
@@ -482,21 +522,144 @@ def namespaced(
         release.uninstall()
 
 
+def kubectl_json(dc: DevCluster, *args: str) -> Any:
+    result = dc.kubectl(*args, "-o", "json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def wait_model_ready(dc: DevCluster, name: str, release: Release, timeout: float = 180) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    model: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        model = kubectl_json(dc, "get", "videogenmodel", name)
+        status = model.get("status") or {}
+        if status.get("phase") in ("Ready", "Failed") and status.get("observedGeneration") == model["metadata"].get(
+            "generation"
+        ):
+            break
+        time.sleep(0.5)
+    assert (model.get("status") or {}).get("phase") == "Ready", json.dumps(model, indent=1) + release.operator_log()
+    return model
+
+
+def operator_made(dc: DevCluster, kinds: str, namespace: str) -> list[str]:
+    """What the operator made in `namespace` (its managed-by label), as Kind/name."""
+    found = kubectl_json(
+        dc, "get", kinds, "-n", namespace, "-l", f"{api.LABEL_MANAGED_BY}={api.MANAGED_BY}"
+    )  # fmt: skip
+    return sorted(f"{i['kind']}/{i['metadata']['name']}" for i in found["items"])
+
+
 class TestNamespaced:
-    def test_watched_namespace_runs_both_tasks_and_others_are_left_alone(
+    def test_watched_namespace_runs_both_tasks_on_catalog_models_and_others_are_left_alone(
         self, helm_cluster: DevCluster, namespaced: Release
     ) -> None:
         dc = helm_cluster
-        watched, other = namespaced.namespaces  # type: ignore[attr-defined]
+        watched, other = namespaced.namespaces
+        t2v, i2v = namespaced.models
         assert_catalog_rights(dc, job_namespace=watched, unwatched=other)
-        Jobs(dc, other).apply(tiny_job("t2v", seed=8))
-        run_both_tasks(dc, watched, namespaced)
+        for name in namespaced.models:
+            wait_model_ready(dc, name, namespaced)
+        Jobs(dc, other).apply(tiny_job("t2v", model=t2v, seed=8))
+        statuses = run_both_tasks(dc, watched, namespaced, t2v=t2v, i2v=i2v)
+        # Named by catalog name, each ran the revision the catalog serves (it is in the spec hash).
+        for job, name in (("t2v", t2v), ("i2v", i2v)):
+            model = kubectl_json(dc, "get", "videogenmodel", name)["status"]
+            spec = api.VideoGenJobSpec.model_validate(Jobs(dc, watched).get(job)["spec"])
+            identity = api.ModelIdentity(model["revision"], model["digest"])
+            assert statuses[job]["specHash"] == api.spec_hash(spec, identity)
+        # A URI is refused with the chart's default models.allowUnlisted: false.
+        Jobs(dc, watched).apply(tiny_job("by-uri", model=TINY_T2V))
+        refused = Jobs(dc, watched).wait_phase("by-uri", "Failed", "Succeeded", timeout=60)
+        assert refused["reason"] == "ModelNotAllowed", refused
         assert Jobs(dc, other).status("t2v") == {}, "a namespace the operator does not watch must stay untouched"
         samples = namespaced.scrape()
         assert value(samples, "videogen_jobs", namespace=watched, phase="Succeeded") == 2
         assert not [k for k in samples if k[0] == "videogen_jobs" and dict(k[1]).get("namespace") == other]
 
-    def test_uninstall_leaves_only_crds_jobs_and_videos(self, helm_cluster: DevCluster, namespaced: Release) -> None:
-        watched, other = namespaced.namespaces  # type: ignore[attr-defined]
-        assert_uninstalled_cleanly(helm_cluster, namespaced, [watched])
-        assert helm_cluster.kubectl("delete", "vgj", "--all", "-n", other).returncode == 0
+    def test_the_catalog_runs_under_the_charts_identities_and_reaches_the_namespace_read_only(
+        self, helm_cluster: DevCluster, namespaced: Release
+    ) -> None:
+        dc = helm_cluster
+        node = dc.gpu_node
+        assert node is not None
+        watched, other = namespaced.namespaces
+        # The chart's claim, bound by the first loader pod (the default class binds on first use).
+        claim = kubectl_json(dc, "get", "pvc", CACHE_CLAIM, "-n", OPERATOR_NS)
+        assert claim["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
+        assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        assert claim["spec"]["accessModes"] == ["ReadWriteMany"] and claim["status"]["phase"] == "Bound"
+        shared = kubectl_json(dc, "get", "pv", claim["spec"]["volumeName"])
+        for name in namespaced.models:
+            model = kubectl_json(dc, "get", "videogenmodel", name)
+            assert model["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
+            loader = model["status"]["loaderJob"]
+            job = kubectl_json(dc, "get", "job", loader, "-n", OPERATOR_NS)
+            assert any(c["type"] == "Complete" and c["status"] == "True" for c in job["status"]["conditions"])
+            (pod,) = kubectl_json(dc, "get", "pods", "-n", OPERATOR_NS, "-l", f"job-name={loader}")["items"]
+            # The loader ran under the chart's loader ServiceAccount, with the operator's S3 Secret,
+            # writing the chart's claim; its progress patches on the model's status were allowed.
+            assert pod["spec"]["serviceAccountName"] == LOADER_SA
+            container = pod["spec"]["containers"][0]
+            assert container["envFrom"] == [{"secretRef": {"name": "videogen-s3", "optional": True}}]
+            cache = next(v for v in pod["spec"]["volumes"] if v["name"] == "model-cache")
+            assert cache["persistentVolumeClaim"]["claimName"] == CACHE_CLAIM
+            log = node.logs(OPERATOR_NS, pod["metadata"]["name"], container["name"])
+            assert "downloading" in log, log
+            assert "progress write failed" not in log and "cannot write progress" not in log, log
+
+        # The watched namespace reaches the same volume read-only, through its own PV and claim.
+        door = kubectl_json(dc, "get", "pvc", CACHE_CLAIM, "-n", watched)
+        assert door["status"]["phase"] == "Bound" and door["spec"]["accessModes"] == ["ReadOnlyMany"]
+        volume = kubectl_json(dc, "get", "pv", door["spec"]["volumeName"])
+        assert volume["metadata"]["name"] == f"videogen-models-{watched}"
+        assert volume["spec"]["persistentVolumeReclaimPolicy"] == "Retain"
+        assert volume["spec"]["hostPath"]["path"] == shared["spec"]["hostPath"]["path"]
+        assert dc.kubectl("get", "pvc", CACHE_CLAIM, "-n", other).returncode != 0, "nothing in unwatched namespaces"
+        pods = kubectl_json(dc, "get", "pods", "-n", watched, "-l", f"{api.LABEL_MANAGED_BY}={api.MANAGED_BY}")
+        assert pods["items"]
+        for pod in pods["items"]:
+            cache = next(v for v in pod["spec"]["volumes"] if v["name"] == "model-cache")
+            assert cache["persistentVolumeClaim"] == {"claimName": CACHE_CLAIM, "readOnly": True}
+        s3_secret_key = base64.b64encode(namespaced.values["s3"]["secretAccessKey"].encode()).decode()
+        for secret in kubectl_json(dc, "get", "secrets", "-n", watched)["items"]:
+            assert s3_secret_key not in (secret.get("data") or {}).values(), secret["metadata"]["name"]
+
+        # The prewarmed model's DaemonSet (operator's namespace) reads it on the node, as the loader.
+        t2v = namespaced.models[0]
+        selector = f"{api.LABEL_COMPONENT}={COMPONENT_PREWARM},{cat.LABEL_MODEL_NAME}={api.label_safe(t2v)}"
+        path = kubectl_json(dc, "get", "videogenmodel", t2v)["status"]["path"]
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            warm = kubectl_json(dc, "get", "pods", "-n", OPERATOR_NS, "-l", selector)["items"]
+            logs = [node.logs(OPERATOR_NS, p["metadata"]["name"], p["spec"]["containers"][0]["name"]) for p in warm]
+            if any(f"{path}" in line and line.startswith("{") for log in logs for line in log.splitlines()):
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError(f"no prewarm pod read {path}: {warm}" + namespaced.operator_log())
+        (pod,) = warm
+        assert pod["spec"]["nodeName"] == node.name and pod["spec"]["serviceAccountName"] == LOADER_SA
+
+    def test_uninstall_leaves_only_crds_jobs_videos_and_the_catalog(
+        self, helm_cluster: DevCluster, namespaced: Release
+    ) -> None:
+        dc = helm_cluster
+        watched, other = namespaced.namespaces
+        loaders = [kubectl_json(dc, "get", "vgm", n)["status"]["loaderJob"] for n in namespaced.models]
+        assert_uninstalled_cleanly(dc, namespaced, [watched])
+        assert dc.kubectl("delete", "vgj", "--all", "-n", other).returncode == 0
+        # What stays besides, as the README says: every VideoGenModel (its files cost a download),
+        # the cache claim and the read-only claim and PV of each job namespace, the models' finished
+        # loader Jobs and the prewarm DaemonSets.
+        for name in namespaced.models:
+            assert kubectl_json(dc, "get", "vgm", name)["status"]["phase"] == "Ready"
+        assert dc.kubectl("get", "pvc", CACHE_CLAIM, "-n", OPERATOR_NS).returncode == 0
+        assert dc.kubectl("get", "pvc", CACHE_CLAIM, "-n", watched).returncode == 0
+        assert dc.kubectl("get", "pv", f"videogen-models-{watched}").returncode == 0
+        kinds = (
+            "jobs,daemonsets,deployments,statefulsets,services,configmaps,secrets,serviceaccounts,roles,rolebindings"
+        )
+        expected = sorted([*(f"Job/{j}" for j in loaders), f"DaemonSet/{prewarm_name(namespaced.models[0])}"])
+        assert operator_made(dc, kinds, OPERATOR_NS) == expected

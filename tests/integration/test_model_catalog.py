@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import page_cache
 import pytest
 import yaml
 from media_checks import check_output
@@ -34,9 +35,15 @@ from videogen_devcluster.operator_process import (
     operator_env,
     upload_model_dir,
 )
+from videogen_devcluster.procs import pid_alive
 from videogen_devcluster.testing import unique_name
+from videogen_operator.catalog import COMPONENT_PREWARM, LOADER_CONTAINER, prewarm_name
+from videogen_operator.settings import OperatorSettings
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.slow, pytest.mark.mounts]
+_DEFAULTS = OperatorSettings()
+MOUNT_PATH = _DEFAULTS.model_cache.mount_path.rstrip("/")
+LOADER_SERVICE_ACCOUNT = _DEFAULTS.loader_service_account
 
 
 def catalog_job(name: str, model: str, **spec: Any) -> dict[str, Any]:
@@ -298,3 +305,101 @@ def test_a_multi_gpu_job_on_a_model_diffusers_cannot_split_fails_before_any_pod(
     done = jobs.wait_phase("one-gpu", "Succeeded", "Failed", timeout=300)
     assert done["phase"] == "Succeeded", done
     check_output(dc.s3_client(), done, frames=9)
+
+
+def prewarm_pods(dc: DevCluster, name: str) -> list[dict[str, Any]]:
+    selector = f"{api.LABEL_COMPONENT}={COMPONENT_PREWARM},{cat.LABEL_MODEL_NAME}={api.label_safe(name)}"
+    return list(kubectl_json(dc, "get", "pods", "-n", OPERATOR_NAMESPACE, "-l", selector)["items"])
+
+
+def get_daemonset(dc: DevCluster, name: str) -> dict[str, Any] | None:
+    result = dc.kubectl("get", "daemonset", prewarm_name(name), "-n", OPERATOR_NAMESPACE, "-o", "json")
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def warmed(dc: DevCluster, name: str, model_path: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The running prewarm pod that has read `model_path` (its summary on stdout), and that summary."""
+    assert dc.gpu_node is not None
+    for pod in prewarm_pods(dc, name):
+        if pod["metadata"].get("deletionTimestamp") or (pod.get("status") or {}).get("phase") != "Running":
+            continue
+        log = dc.gpu_node.logs(OPERATOR_NAMESPACE, pod["metadata"]["name"], LOADER_CONTAINER)
+        for line in log.splitlines():
+            if line.startswith("{") and json.loads(line).get("path") == model_path:
+                return pod, json.loads(line)
+    return None
+
+
+def set_prewarm(dc: DevCluster, name: str, on: bool) -> None:
+    patched = dc.kubectl("patch", "videogenmodel", name, "--type=merge", "-p", json.dumps({"spec": {"prewarm": on}}))
+    assert patched.returncode == 0, patched.stderr
+
+
+def test_prewarm_reads_the_served_revision_into_the_nodes_page_cache_and_goes_with_the_flag_and_the_model(
+    operator_base: DevCluster, catalog_operator: OperatorProcess, model_cache: Path
+) -> None:
+    dc = operator_base
+    node = dc.gpu_node
+    assert node is not None
+    name = unique_name("tiny-warm")
+    source = model_cache / "build" / "wan-t2v"
+    upload_model_dir(dc, source, f"catalog-src/{name}/v1")
+    apply(dc, model_manifest(name, f"s3://{BUCKET}/catalog-src/{name}/v1"))
+    first = wait_model(dc, name, "Ready", "Failed")["status"]
+    assert first["phase"] == "Ready", first
+    assert get_daemonset(dc, name) is None, "no prewarm unless asked"
+
+    # Out of the page cache first (the loader just wrote the files, so they are in it).
+    files = sorted(p for p in (cache_root(dc) / first["path"]).rglob("*") if p.is_file())
+    page_cache.drop(files)
+    assert page_cache.resident(files) == 0
+
+    # Prewarm on: an edit that fetches nothing; a DaemonSet pod on the node reads every file once.
+    set_prewarm(dc, name, True)
+    assert wait_model(dc, name, "Ready")["status"]["loaderJob"] == first["loaderJob"]
+    mounted = f"{MOUNT_PATH}/{first['path']}"
+    pod, summary = wait_until(lambda: warmed(dc, name, mounted), 180, "the prewarm pod to read the model")
+    assert pod["spec"]["nodeName"] == node.name
+    assert pod["spec"]["serviceAccountName"] == LOADER_SERVICE_ACCOUNT
+    assert next(m for m in pod["spec"]["containers"][0]["volumeMounts"] if m["name"] == "model-cache")["readOnly"]
+    assert summary["files"] == len(files)
+    assert summary["bytes"] == sum(p.stat().st_size for p in files)
+    assert page_cache.resident(files) == page_cache.total_pages(files), "every page of every file is cached"
+    pid = node.container_pid(OPERATOR_NAMESPACE, pod["metadata"]["name"], LOADER_CONTAINER)
+    assert pid is not None and pid_alive(pid), "it stays (a new node gets its own pod and reads the files too)"
+
+    # A new revision: the same DaemonSet, rolled to read the new directory.
+    upload_model_dir(dc, source, f"catalog-src/{name}/v2")
+    dc.s3_client().put_object(
+        Bucket=BUCKET,
+        Key=f"catalog-src/{name}/v2/model_index.json",
+        Body=(source / "model_index.json").read_bytes() + b"\n",
+    )
+    apply(dc, model_manifest(name, f"s3://{BUCKET}/catalog-src/{name}/v2", prewarm=True))
+    second = wait_model(dc, name, "Ready", "Failed")["status"]
+    assert second["phase"] == "Ready" and second["digest"] != first["digest"], second
+    new_files = sorted(p for p in (cache_root(dc) / second["path"]).rglob("*") if p.is_file())
+    rolled, _ = wait_until(
+        lambda: warmed(dc, name, f"{MOUNT_PATH}/{second['path']}"), 180, "the prewarm pod to read the new revision"
+    )
+    assert rolled["metadata"]["name"] != pod["metadata"]["name"]
+    assert page_cache.resident(new_files) == page_cache.total_pages(new_files)
+    wait_until(lambda: not pid_alive(pid), 60, "the old revision's prewarm process to end")
+    pid = node.container_pid(OPERATOR_NAMESPACE, rolled["metadata"]["name"], LOADER_CONTAINER)
+    assert pid is not None
+
+    # Prewarm off: the DaemonSet and its pod's process go.
+    set_prewarm(dc, name, False)
+    wait_until(lambda: get_daemonset(dc, name) is None, 60, "the DaemonSet to be deleted")
+    wait_until(lambda: not pid_alive(pid), 60, "the prewarm process to end")
+
+    # On again, then the model is deleted: the DaemonSet goes with it, before its files.
+    set_prewarm(dc, name, True)
+    again, _ = wait_until(lambda: warmed(dc, name, f"{MOUNT_PATH}/{second['path']}"), 180, "prewarm to come back")
+    pid = node.container_pid(OPERATOR_NAMESPACE, again["metadata"]["name"], LOADER_CONTAINER)
+    assert pid is not None
+    assert dc.kubectl("delete", "videogenmodel", name, "--wait=false").returncode == 0
+    wait_until(lambda: get_model(dc, name) is None, 300, "the model to be deleted")
+    wait_until(lambda: get_daemonset(dc, name) is None and not prewarm_pods(dc, name), 60, "the DaemonSet to go")
+    wait_until(lambda: not pid_alive(pid), 60, "the prewarm process to end")
+    assert not (cache_root(dc) / cat.CATALOG_DIR / name).exists()

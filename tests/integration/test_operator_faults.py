@@ -1,9 +1,11 @@
 """Faults that used to stall or mis-report the system, against the real API server and runner.
 
-Each test names the fault: an API-refused pod spec, a drain whose replacement pod waits
+Each test names the fault: an API-refused pod spec, a pod the Job controller may not create
+(a ResourceQuota), a drain whose replacement pod waits
 past the startup deadline, a Job collected right after its pod succeeded, two operator
 replicas, an operator SIGKILLed three times (once between creating the Job and writing
-status), and an API server restarted mid-run.
+status), a reconcile that keeps failing (its status writes refused), and an API server restarted
+mid-run.
 """
 
 from __future__ import annotations
@@ -102,6 +104,54 @@ def test_a_job_whose_pod_spec_the_api_refuses_does_not_block_the_jobs_behind_it(
 
     behind = jobs.wait_phase("behind", "Succeeded", "Failed", timeout=300)
     assert behind["phase"] == "Succeeded", behind
+
+
+def test_a_pod_the_job_controller_cannot_create_is_on_the_jobs_status_and_a_warning_event_until_fixed(
+    devcluster: Any, jobs: Jobs, namespace: str, start_operator: Any
+) -> None:
+    # A ResourceQuota that allows no pod: the runner Job is created, but the Job controller's
+    # pod creation is refused at admission (its FailedCreate Event is all that says so).
+    quota = {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": "no-pods-here", "namespace": namespace},
+        "spec": {"hard": {"pods": "0"}},
+    }
+    applied = devcluster.kubectl("apply", "-f", "-", input=json.dumps(quota))
+    assert applied.returncode == 0, applied.stderr
+
+    def accounted() -> bool:
+        found = devcluster.kubectl("get", "quota", "no-pods-here", "-n", namespace, "-o", "json")
+        return found.returncode == 0 and bool(json.loads(found.stdout).get("status", {}).get("hard"))
+
+    wait_until(accounted, what="the quota controller to account the quota")
+    start_operator()
+    # A long startup allowance: the Job controller backs off its pod creation (up to a minute)
+    # after the refusals, and the job must still be waiting, not failed, when the quota goes.
+    jobs.apply(tiny_job("over-quota", cache=False, startupTimeoutSeconds=600))
+
+    def refused() -> dict[str, Any] | None:
+        status = jobs.status("over-quota")
+        return status if status.get("reason") == "PodCreateFailed" else None
+
+    waiting = wait_until(refused, timeout=120, what="PodCreateFailed on the job's status")
+    assert waiting["phase"] == "Queued", waiting
+    assert "exceeded quota" in waiting["message"] and "no-pods-here" in waiting["message"], waiting["message"]
+    assert waiting["lastFailure"]["reason"] == "PodCreateFailed", waiting
+    assert jobs.runner_jobs(), "the runner Job exists; only its pod was refused"
+    warnings = wait_until(
+        lambda: [e for e in jobs.events("over-quota") if e["type"] == "Warning" and e["reason"] == "PodCreateFailed"],
+        timeout=30,
+        what="a Warning Event PodCreateFailed on the job",
+    )
+    assert "no-pods-here" in warnings[0]["message"], warnings
+
+    # The namespace's admin lifts the quota: the same job runs, nothing to resubmit.
+    assert devcluster.kubectl("delete", "quota", "no-pods-here", "-n", namespace).returncode == 0
+    final = jobs.wait_phase("over-quota", "Succeeded", "Failed", timeout=300)
+    assert final["phase"] == "Succeeded", final
+    assert final["attempts"] == 1, "a refused pod creation is not an attempt"
+    assert "lastFailure" not in final, final
 
 
 def test_a_drained_pod_whose_replacement_waits_past_the_startup_deadline_is_replaced_and_succeeds(
@@ -256,6 +306,68 @@ def test_an_operator_sigkilled_three_times_in_one_run_leaves_one_job_and_a_conve
     (job,) = jobs.runner_jobs()
     assert final["jobName"] == job["metadata"]["name"]
     assert final["output"]["sha256"] == s3_sha256(devcluster, final["output"]["uri"])
+
+
+REFUSE_START = """
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: %(name)s}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+      - apiGroups: [videogen.dev]
+        apiVersions: ["*"]
+        operations: [UPDATE]
+        resources: [videogenjobs/status]
+  matchConditions:
+    - name: this-namespace
+      expression: object.metadata.namespace == "%(namespace)s"
+  validations:
+    - expression: "!has(object.status.phase) || !(object.status.phase in ['Running', 'Succeeded'])"
+      message: test fault - jobs of this namespace may not start
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: %(name)s}
+spec:
+  policyName: %(name)s
+  validationActions: [Deny]
+"""
+
+
+def test_a_reconcile_that_keeps_failing_is_on_the_jobs_status_and_a_warning_event_until_it_passes(
+    devcluster: Any, jobs: Jobs, namespace: str, start_operator: Any
+) -> None:
+    # Every status write that would move the job on is refused (an admission policy), so each
+    # reconcile fails the same way; only the error itself may be written.
+    policy = f"vgj-stuck-{namespace}"[:63]
+    applied = devcluster.kubectl("apply", "-f", "-", input=REFUSE_START % {"name": policy, "namespace": namespace})
+    assert applied.returncode == 0, applied.stderr
+    try:
+        start_operator()
+        jobs.apply(tiny_job("stuck", cache=False))
+
+        def recorded() -> dict[str, Any] | None:
+            status = jobs.status("stuck")
+            return status if "could not reconcile" in str(status.get("message")) else None
+
+        stuck = wait_until(recorded, timeout=180, what="the reconcile error on the job's status")
+        assert stuck["phase"] in ("Pending", "Queued"), stuck
+        # The API server's own words, not the HTTP client's dump of headers.
+        assert "test fault - jobs of this namespace may not start" in stuck["message"], stuck["message"]
+        assert "HTTP response headers" not in stuck["message"], stuck["message"]
+        warnings = wait_until(
+            lambda: [e for e in jobs.events("stuck") if e["type"] == "Warning" and e["reason"] == "ReconcileError"],
+            timeout=30,
+            what="a Warning Event ReconcileError on the job",
+        )
+        assert "test fault - jobs of this namespace may not start" in warnings[0]["message"], warnings
+    finally:
+        devcluster.kubectl("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", policy)
+    final = jobs.wait_phase("stuck", "Succeeded", "Failed", timeout=300)
+    assert final["phase"] == "Succeeded", final
+    assert "could not reconcile" not in final["message"]
 
 
 def test_the_api_server_restarted_mid_run(devcluster: Any, jobs: Jobs, start_operator: Any) -> None:

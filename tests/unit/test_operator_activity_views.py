@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Hashable
 from datetime import UTC, datetime, timedelta
@@ -12,7 +13,7 @@ from kubernetes.client.exceptions import ApiException
 
 from videogen_operator.activity import is_active, start_priority
 from videogen_operator.dispatch import Coalescer
-from videogen_operator.kube import ConflictError, is_refusal, is_transient
+from videogen_operator.kube import ConflictError, describe_error, is_refusal, is_transient
 from videogen_operator.views import Views, job_gpus
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -77,6 +78,21 @@ def test_a_just_created_job_is_in_view_until_its_watch_event_arrives() -> None:
     assert [uid for uid, _ in views.jobs()] == ["owner"]
 
 
+def test_every_index_is_read_live_even_when_it_is_empty_at_start_up() -> None:
+    """kopf hands over its indices empty at start-up and fills them later: the views keep reading
+    the very mappings they were given (an empty one swapped for a private dict never sees an entry)."""
+    failed: dict[Any, list[dict[str, Any]]] = {}
+    models: dict[Any, list[dict[str, Any]]] = {}
+    workloads: dict[Any, list[dict[str, Any]]] = {}
+    views = Views({}, {}, {}, failed, models, workloads)
+    failed[("ns", "j")] = [{"message": "exceeded quota: q"}]
+    models["m"] = [{"metadata": {"name": "m"}}]
+    workloads["ju"] = [{"metadata": {"name": "w", "namespace": "ns", "resourceVersion": "1"}}]
+    assert views.failed_creates("ns", "j") == [{"message": "exceeded quota: q"}]
+    assert views.model("m") == {"metadata": {"name": "m"}}
+    assert views.workload_of({"metadata": {"uid": "ju", "namespace": "ns"}}) is not None
+
+
 def test_gpus_are_read_from_the_job_itself() -> None:
     job = {
         "spec": {"template": {"spec": {"containers": [{"resources": {"limits": {"nvidia.com/gpu": "2", "cpu": "4"}}}]}}}
@@ -89,6 +105,21 @@ def test_error_classes() -> None:
     assert is_transient(TimeoutError())
     assert is_refusal(ApiException(status=422)) and is_refusal(ApiException(status=403))
     assert not is_refusal(ApiException(status=409)) and not is_refusal(ApiException(status=429))
+
+
+def test_an_api_error_is_described_by_the_api_servers_words_not_the_http_headers() -> None:
+    class Response:
+        status, reason = 422, "Unprocessable Entity"
+        data = json.dumps({"kind": "Status", "message": "denied request: jobs here may not start"}).encode()
+        headers = {"Audit-Id": "x" * 36, "Content-Type": "application/json", "Date": "Tue, 01 Dec 2026 05:33:06 GMT"}
+
+        def getheaders(self) -> dict[str, str]:
+            return self.headers
+
+    err = ApiException(http_resp=Response())
+    assert describe_error(err) == "422 Unprocessable Entity: denied request: jobs here may not start"
+    assert describe_error(ApiException(status=500, reason="Internal Server Error")) == "500 Internal Server Error"
+    assert describe_error(ValueError("bad")) == "bad" and describe_error(TimeoutError()) == "TimeoutError"
 
 
 def test_a_failing_key_is_retried_with_backoff_while_others_go_on() -> None:

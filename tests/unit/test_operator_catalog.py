@@ -362,3 +362,21 @@ def test_the_remover_names_the_model_and_the_cache_root_on_its_command_line() ->
     assert command[:2] == ["videogen-model-loader", "remove"]
     args = build_parser().parse_args(command[1:])
     assert (args.name, str(args.cache_root)) == ("wan-tiny", "/models")
+
+
+def test_the_prewarm_daemonset_reads_the_served_revision_read_only_and_holds_little() -> None:
+    s = OperatorSettings(model_cache={"type": "pvc", "claim_name": "videogen-models"})
+    ds = catalog.build_prewarm_daemonset(model(digest=DIGEST_2), s)
+    assert ds["metadata"]["namespace"] == "videogen-system"
+    pod = ds["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["command"] == ["videogen-model-loader", "prewarm"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env == {cat.ENV_MODEL_DIR: "/models/" + cat.model_dir("wan-tiny", DIGEST_2)}
+    assert "envFrom" not in container, "reading the cache needs no credential"
+    assert pod["volumes"][0]["persistentVolumeClaim"] == {"claimName": "videogen-models", "readOnly": True}
+    assert container["volumeMounts"][0]["readOnly"] is True
+    assert pod["serviceAccountName"] == "videogen-model-loader"
+    # One per node and model, for the node's lifetime: not a loader's CPU and 2Gi.
+    assert container["resources"] == {"requests": {"cpu": "10m", "memory": "128Mi"}}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
