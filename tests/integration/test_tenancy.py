@@ -403,7 +403,11 @@ def test_runner_network_policy_renders_and_is_accepted(cluster: DevCluster, name
     )
     assert rendered.returncode == 0, rendered.stderr
     docs = [d for d in yaml.safe_load_all(rendered.stdout) if d]
-    (policy,) = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    policies = {d["metadata"]["name"]: d for d in docs if d["kind"] == "NetworkPolicy"}
+    # The runners' policy in each watched namespace, and the model loaders' in the operator's namespace.
+    assert set(policies) == {"videogen-operator-runner", "videogen-operator-model-loader"}, sorted(policies)
+    assert policies["videogen-operator-model-loader"]["metadata"]["namespace"] == "videogen-system"
+    policy = policies["videogen-operator-runner"]
     assert policy["metadata"]["namespace"] == namespace
     assert policy["spec"]["podSelector"]["matchLabels"] == {
         api.LABEL_MANAGED_BY: api.MANAGED_BY,
