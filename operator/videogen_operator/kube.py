@@ -174,37 +174,34 @@ class Kube:
         With `resource_version` the write is conditional (the API server compares it and
         answers 409 when the object changed since): a stale writer never overwrites a newer
         phase. Raises Conflict then."""
-        body: dict[str, Any] = {"status": status}
-        if resource_version:
-            body["metadata"] = {"resourceVersion": resource_version}
-        try:
-            patched = _unless_missing(
-                lambda: self.custom.patch_namespaced_custom_object_status(
-                    api.GROUP,
-                    api.VERSION,
-                    namespace,
-                    api.PLURAL,
-                    name,
-                    body,
-                    _content_type=MERGE_PATCH,
-                    _request_timeout=REQUEST_TIMEOUT,
-                )
-            )
-        except ApiException as err:
-            if err.status == 409:
-                raise ConflictError(f"{namespace}/{name} changed since resourceVersion {resource_version}") from err
-            raise
-        return dict(patched) if patched is not None else None
+        return self._patch_vgj(namespace, name, {"status": status}, resource_version, status_subresource=True)
 
     def set_vgj_finalizers(
         self, namespace: str, name: str, finalizers: list[str], resource_version: str
     ) -> dict[str, Any] | None:
-        """Replace metadata.finalizers, conditional on the resourceVersion they were computed from;
-        None when the object is gone, ConflictError when it changed since."""
-        body = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
+        """Replace metadata.finalizers, conditional on the resourceVersion they were computed from."""
+        return self._patch_vgj(namespace, name, {"metadata": {"finalizers": finalizers}}, resource_version)
+
+    def _patch_vgj(
+        self,
+        namespace: str,
+        name: str,
+        body: dict[str, Any],
+        resource_version: str | None,
+        *,
+        status_subresource: bool = False,
+    ) -> dict[str, Any] | None:
+        """A merge patch of a VideoGenJob; None when it is gone, ConflictError when it changed since."""
+        if resource_version:
+            body = {**body, "metadata": {**body.get("metadata", {}), "resourceVersion": resource_version}}
+        patch = (
+            self.custom.patch_namespaced_custom_object_status
+            if status_subresource
+            else self.custom.patch_namespaced_custom_object
+        )
         try:
             patched = _unless_missing(
-                lambda: self.custom.patch_namespaced_custom_object(
+                lambda: patch(
                     api.GROUP,
                     api.VERSION,
                     namespace,
