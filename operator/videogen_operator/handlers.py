@@ -148,7 +148,7 @@ class Runtime:
         full = self.sweeps % FULL_SWEEP_EVERY == 1
         keys: list[Hashable] = [
             (vgj["metadata"]["namespace"], vgj["metadata"]["name"])
-            for vgj in self.reconciler.views.vgjs()
+            for vgj in self.reconciler.views.unfinished_vgjs()
             if needs_timer(vgj) or (full and (vgj.get("status") or {}).get("phase") not in TERMINAL)
         ]
         keys.extend(
@@ -327,16 +327,23 @@ async def videogenjob_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> 
     obj = event["object"]
     meta = obj.get("metadata") or {}
     runtime = _runtime(memo)
+    views = runtime.reconciler.views
     if event["type"] == "DELETED":
+        views.observe_vgj(obj, deleted=True)
         metrics.job_gone(obj)
         await runtime.dispatch.kick(ADMISSION, urgent=True)
         return
+    views.observe_vgj(obj)
     metrics.job_seen(obj)
     if needs_finalizer_work(obj):
         await runtime.dispatch.kick(FinalizerKey(meta["namespace"], meta["name"]))
     phase = (obj.get("status") or {}).get("phase")
     if phase in TERMINAL:
         return  # finished for good: nothing to reconcile (thousands of these at start-up)
+    if views.is_own_write(obj):
+        # Exactly what a reconcile of ours just wrote: it acted on this state already, and
+        # whatever changes next (its pod, its Job, the tenant's spec) brings its own event.
+        return
     # A job never seen before is on the way to its Job (create→Job latency): ahead of routine work.
     await runtime.dispatch.kick((meta["namespace"], meta["name"]), urgent=not phase)
 
@@ -351,7 +358,7 @@ async def videogenmodel_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -
         await runtime.dispatch.kick(ModelKey(name))
     waiting = [
         (vgj["metadata"]["namespace"], vgj["metadata"]["name"])
-        for vgj in runtime.reconciler.views.vgjs()
+        for vgj in runtime.reconciler.views.unfinished_vgjs()
         if (vgj.get("spec") or {}).get("model") == name and (vgj.get("status") or {}).get("phase") not in TERMINAL
     ]
     await asyncio.gather(*(runtime.dispatch.kick(k) for k in waiting))

@@ -253,7 +253,7 @@ class ModelReconciler:
     def _users(self, name: str) -> list[str]:
         terminal = {p.value for p in api.TERMINAL_PHASES}
         users = []
-        for vgj in self.views.vgjs():
+        for vgj in self.views.unfinished_vgjs():
             meta = vgj.get("metadata") or {}
             if (vgj.get("spec") or {}).get("model") != name or meta.get("deletionTimestamp"):
                 continue

@@ -105,6 +105,8 @@ class _Pass:
     deferred: Transition | None = None
     # What spec.model means here (a Ready catalog model, one to wait for, an unlisted URI).
     model: ModelDecision = field(default_factory=ModelDecision)
+    # A new job this pass left to the admission pass, unwritten (its deferred Pending goes with it).
+    handed_to_admission: bool = False
 
     @property
     def spec(self) -> api.VideoGenJobSpec:
@@ -115,6 +117,18 @@ class _Pass:
     def generation(self) -> int | None:
         value = self.body["metadata"].get("generation")
         return int(value) if value is not None else None
+
+
+def _first_sight(p: _Pass) -> None:
+    """A job without a phase: Pending (Created), deferred so that it goes out with the next write."""
+    p.status, p.deferred = transition(
+        dict(p.status, specHash=p.digest, attempts=0),
+        Phase.PENDING,
+        Reason.CREATED,
+        "accepted; waiting for admission",
+        p.now,
+        p.generation,
+    )
 
 
 class _RefusedError(Exception):
@@ -219,6 +233,9 @@ class Reconciler:
         self._starter = concurrent.futures.ThreadPoolExecutor(max_workers=ADMIT_PARALLELISM, thread_name_prefix="admit")
         self.catalog = CatalogAccess(kube, settings)
         self._last_write: dict[tuple[str, str], float] = {}
+        # New jobs a reconcile accepted and handed to admission before any status write:
+        # (generation accepted, spec hash). Their first write is the admission's (see _queue_fresh).
+        self._fresh: dict[tuple[str, str], tuple[int | None, str]] = {}
 
     def _lock(self, key: tuple[str, str]) -> threading.Lock:
         with self._locks_guard:
@@ -236,6 +253,7 @@ class Reconciler:
 
     def _forget(self, key: tuple[str, str]) -> None:
         self._last_write.pop(key, None)
+        self._fresh.pop(key, None)
         self.views.forget_vgj(*key)
         with self._locks_guard:
             lock = self._locks.get(key)
@@ -262,23 +280,15 @@ class Reconciler:
             self._move(p, failed, Phase.FAILED, err.reason, str(err))
             return outcome
         p = _Pass(body, ref, spec, digest, now, status, outcome, model=decision)
-
         if not status.get("phase"):
-            p.status, p.deferred = transition(
-                dict(status, specHash=digest, attempts=0),
-                Phase.PENDING,
-                Reason.CREATED,
-                "accepted; waiting for admission",
-                now,
-                p.generation,
-            )
+            _first_sight(p)
 
         view = view_job(job, self.views.pods_of(job))
         if view.exists:
             self._with_job(p, view, job or {})
         else:
             self._without_job(p)
-        if p.deferred is not None:
+        if p.deferred is not None and not p.handed_to_admission:
             self._flush(p)
         return outcome
 
@@ -386,7 +396,13 @@ class Reconciler:
             self._move(p, base, Phase.QUEUED, reason, message, force=True)
             return
 
-        if p.status.get("phase") == Phase.PENDING or p.status.get("reason") == Reason.MODEL_NOT_READY:
+        if p.deferred is not None:
+            # Seen for the first time and valid: no Queued write on the way to its Job. The
+            # admission pass writes its first status, PodStarting when a slot is free, else
+            # Queued with its place in the queue (one write either way, see _queue_fresh).
+            self._fresh[(p.ref.namespace, p.ref.name)] = (p.generation, p.digest)
+            p.handed_to_admission = True
+        elif p.status.get("phase") == Phase.PENDING or p.status.get("reason") == Reason.MODEL_NOT_READY:
             message = f"waiting for a GPU slot (cap: {self._caps_text()})"
             self._move(p, p.status, Phase.QUEUED, Reason.QUEUED, message, force=True)
         p.outcome.needs_admission = True
@@ -752,12 +768,13 @@ class Reconciler:
         admits and of the few exact queue positions that moved, nothing per waiting job.
         A job whose start fails stays with that job; the jobs behind it still start."""
         with self._admission_lock:
-            vgjs = self.views.vgjs()
-            by_uid = {v["metadata"].get("uid"): v for v in vgjs}
+            # Only unfinished jobs can wait; the GPUs held are counted from the Jobs, whatever
+            # their owners' (tenant-writable) status says: thousands of finished jobs cost nothing.
+            vgjs = self.views.unfinished_vgjs()
             running: Counter[str] = Counter()
             jobs_by_owner: dict[str, dict[str, Any]] = {}
             for owner_uid, job in self.views.jobs():
-                owner = by_uid.get(owner_uid)
+                owner = self.views.vgj_by_uid(owner_uid)
                 meta = job.get("metadata") or {}
                 # Only the Job the operator made for a live VideoGenJob counts: a tenant's
                 # look-alike Job (same labels, its own name or owner) changes nothing.
@@ -773,7 +790,9 @@ class Reconciler:
                 status = vgj.get("status") or {}
                 spec = vgj.get("spec") or {}
                 meta = vgj["metadata"]
-                if status.get("phase") not in (Phase.PENDING, Phase.QUEUED) or meta.get("deletionTimestamp"):
+                if meta.get("deletionTimestamp"):
+                    continue
+                if status.get("phase") not in (Phase.PENDING, Phase.QUEUED) and not self._is_fresh(vgj):
                     continue
                 if spec.get("suspend") or spec.get("queueName"):
                     continue
@@ -809,6 +828,16 @@ class Reconciler:
                     self._update_position(key, position, exact, per_ns)
                 except Exception as err:
                     log.warning("queue position of %s/%s not written: %s", key[0], key[1], err)
+
+    def _is_fresh(self, body: dict[str, Any]) -> bool:
+        """A new job a reconcile accepted (this very generation of its spec) and left to admission
+        unwritten. Anything else without a phase waits for its first reconcile."""
+        meta = body["metadata"]
+        accepted = self._fresh.get((meta["namespace"], meta["name"]))
+        if accepted is None or (body.get("status") or {}).get("phase"):
+            return False
+        generation = meta.get("generation")
+        return accepted[0] == (int(generation) if generation is not None else None)
 
     def _model_ready(self, spec: dict[str, Any]) -> bool:
         """A catalog model that is Ready now (unlisted URIs count as ready: admission decides)."""
@@ -849,7 +878,8 @@ class Reconciler:
             status = dict(body.get("status") or {})
             if is_terminal(status) or (body.get("spec") or {}).get("suspend"):
                 return
-            if status.get("phase") not in (Phase.PENDING, Phase.QUEUED):
+            fresh = self._is_fresh(body)
+            if status.get("phase") not in (Phase.PENDING, Phase.QUEUED) and not fresh:
                 return
             ref = ref_of(body)
             job = jobs_by_owner.get(ref.uid)
@@ -861,6 +891,9 @@ class Reconciler:
             if job is None and decision.model is None and not decision.unlisted:
                 return  # its model is not Ready (reconcile says so)
             p = _Pass(body, ref, spec, digest, self.clock(), status, Outcome(), model=decision)
+            if fresh:
+                _first_sight(p)  # its first write, Pending with what follows
+                self._fresh.pop(key, None)
             if job is None:
                 if not self._try_start(p, suspended=False):
                     return
@@ -881,9 +914,11 @@ class Reconciler:
             return
         current = found.get("status") or {}
         has_position = current.get("queuePosition") is not None
-        if position > exact and not has_position:
+        if self._is_fresh(found):
+            pass  # not written yet: this is its first status, whatever its place
+        elif position > exact and not has_position:
             return  # already shows "waiting" without a position: nothing to rewrite
-        if position <= exact and current.get("queuePosition") == position and current.get("reason") == Reason.QUEUED:
+        elif position <= exact and current.get("queuePosition") == position and current.get("reason") == Reason.QUEUED:
             return
         with self._lock(key):
             found = self.views.vgj(*key)
@@ -891,9 +926,14 @@ class Reconciler:
                 return
             body = _own_copy(found)
             status = dict(body.get("status") or {})
-            if status.get("phase") not in (Phase.PENDING, Phase.QUEUED) or (body.get("spec") or {}).get("suspend"):
+            fresh = self._is_fresh(body)
+            if status.get("phase") not in (Phase.PENDING, Phase.QUEUED) and not fresh:
                 return
-            p = _Pass(body, ref_of(body), None, "", self.clock(), status, Outcome())
+            if (body.get("spec") or {}).get("suspend"):
+                return
+            p = _Pass(body, ref_of(body), None, self._fresh.pop(key, (None, ""))[1], self.clock(), status, Outcome())
+            if fresh:
+                _first_sight(p)
             if position <= exact:
                 base = dict(status, queuePosition=position)
                 message = queue_message(position, self.settings.max_running, per_ns)

@@ -16,6 +16,12 @@ status we just wrote and the Job we just created. Whichever copy has the newer
 resourceVersion wins, so a reconcile right after a write never acts on what it
 has already replaced (and never mistakes a just-created Job for a lost one).
 
+Two bookkeeping sets, fed by the VideoGenJob event handler, keep the hot paths away from
+the thousands of finished jobs a cluster keeps: the keys of unfinished jobs (admission, the
+sweep and model events look only at those) and uid → key (a runner Job finds its owner). And
+the resourceVersion of each status write of ours: its watch event brings nothing the writing
+reconcile did not already act on, so it starts no reconcile.
+
 Reads happen on worker threads while kopf updates the indices on the event loop:
 lookups are single dict operations and iteration copies under the GIL first.
 """
@@ -30,6 +36,7 @@ from videogen_api import v1alpha1 as api
 from videogen_operator.catalog import job_model_from_body
 
 VgjKey = tuple[str, str]
+_TERMINAL = frozenset(p.value for p in api.TERMINAL_PHASES)
 
 _META_KEYS = (
     "name",
@@ -164,6 +171,10 @@ class Views:
         self._guard = threading.Lock()
         self._written: dict[VgjKey, dict[str, Any]] = {}
         self._created: dict[str, dict[str, Any]] = {}
+        # Fed by observe_vgj (the event handler), see the module's docstring.
+        self._unfinished: set[VgjKey] = set()
+        self._uid_keys: dict[str, VgjKey] = {}
+        self._own_writes: dict[VgjKey, int] = {}
 
     # ------------------------------------------------------------------ VideoGenModels
 
@@ -202,8 +213,68 @@ class Views:
 
     def remember_vgj(self, body: dict[str, Any]) -> None:
         meta = body.get("metadata") or {}
+        key = (meta["namespace"], meta["name"])
         with self._guard:
-            self._written[(meta["namespace"], meta["name"])] = slim_vgj(body)
+            self._written[key] = slim_vgj(body)
+            self._own_writes[key] = _rv(body)
+            self._observe(body, deleted=False)
+
+    def observe_vgj(self, body: Mapping[str, Any], *, deleted: bool = False) -> None:
+        """Every watch event of a VideoGenJob (and each of our writes): keep the unfinished keys
+        and the uid → key map.
+
+        What counts as finished is what the object says (status is the tenant's to write, so a
+        job may come back from a forged terminal phase: it is then unfinished again)."""
+        with self._guard:
+            self._observe(body, deleted=deleted)
+
+    def _observe(self, body: Mapping[str, Any], *, deleted: bool) -> None:  # under self._guard
+        meta = body.get("metadata") or {}
+        key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        uid = meta.get("uid")
+        phase = (body.get("status") or {}).get("phase")
+        if deleted:
+            self._unfinished.discard(key)
+            self._own_writes.pop(key, None)
+            if uid and self._uid_keys.get(uid) == key:
+                del self._uid_keys[uid]
+            return
+        if uid:
+            self._uid_keys[str(uid)] = key
+        if phase in _TERMINAL:
+            self._unfinished.discard(key)
+        else:
+            self._unfinished.add(key)
+
+    def is_own_write(self, body: Mapping[str, Any]) -> bool:
+        """Whether this watch event shows exactly what one of our status writes left (same resourceVersion)."""
+        meta = body.get("metadata") or {}
+        key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        seen = _rv(body)
+        with self._guard:
+            mine = self._own_writes.get(key)
+            if mine is None or seen < mine:
+                return False  # not ours, or an older event still on its way
+            del self._own_writes[key]
+            return seen == mine
+
+    def unfinished_vgjs(self) -> list[dict[str, Any]]:
+        """The VideoGenJobs whose last event showed no terminal phase (the ones admission and the sweep need)."""
+        with self._guard:
+            keys = list(self._unfinished)
+        out: list[dict[str, Any]] = []
+        for key in keys:
+            body = self.vgj(*key)
+            if body is not None:
+                out.append(body)
+        return out
+
+    def vgj_by_uid(self, uid: str) -> dict[str, Any] | None:
+        """The live VideoGenJob with this uid (a runner Job's owner), or None."""
+        with self._guard:
+            key = self._uid_keys.get(uid)
+        body = self.vgj(*key) if key is not None else None
+        return body if body is not None and body["metadata"].get("uid") == uid else None
 
     def forget_vgj(self, namespace: str, name: str) -> None:
         with self._guard:

@@ -177,3 +177,48 @@ def test_routine_reconciles_wait_while_urgent_work_is_pending() -> None:
     asyncio.run(scenario())
     assert order[:2] == ["urgent started", "urgent done"]
     assert sorted(order[2:]) == ["running-job-a", "running-job-b"]
+
+
+def test_only_unfinished_jobs_are_listed_for_admission_and_the_sweep() -> None:
+    index: dict[Any, list[dict[str, Any]]] = {
+        ("ns", "done"): [body("done", "2", uid="u-done", phase="Succeeded")],
+        ("ns", "waiting"): [body("waiting", "3", uid="u-wait")],
+    }
+    views = Views(index, {}, {})
+    for listed in index.values():
+        views.observe_vgj(listed[0])
+    assert [v["metadata"]["name"] for v in views.unfinished_vgjs()] == ["waiting"]
+    # A tenant forges a terminal phase back to Queued: the job is unfinished again.
+    index[("ns", "done")] = [body("done", "4", uid="u-done", phase="Queued")]
+    views.observe_vgj(index[("ns", "done")][0])
+    assert sorted(v["metadata"]["name"] for v in views.unfinished_vgjs()) == ["done", "waiting"]
+    # Our own terminal write counts at once, before its watch event.
+    views.remember_vgj(body("waiting", "5", uid="u-wait", phase="Failed"))
+    assert [v["metadata"]["name"] for v in views.unfinished_vgjs()] == ["done"]
+    views.observe_vgj(index.pop(("ns", "done"))[0], deleted=True)
+    assert views.unfinished_vgjs() == []
+
+
+def test_a_runner_jobs_owner_is_found_by_uid_and_only_while_that_object_lives() -> None:
+    index: dict[Any, list[dict[str, Any]]] = {("ns", "a"): [body("a", "1", uid="old")]}
+    views = Views(index, {}, {})
+    views.observe_vgj(index[("ns", "a")][0])
+    assert views.vgj_by_uid("old")["metadata"]["uid"] == "old"  # type: ignore[index]
+    # Deleted and re-created under the same name: the old uid owns nothing any more.
+    views.observe_vgj(index[("ns", "a")][0], deleted=True)
+    index[("ns", "a")] = [body("a", "9", uid="new")]
+    views.observe_vgj(index[("ns", "a")][0])
+    assert views.vgj_by_uid("old") is None
+    assert views.vgj_by_uid("new") is not None
+    assert views.vgj_by_uid("never") is None
+
+
+def test_the_watch_event_of_our_own_write_is_recognised_once_and_no_other() -> None:
+    views = Views({("ns", "a"): [body("a", "5")]}, {}, {})
+    views.remember_vgj(body("a", "7", phase="Running"))
+    assert not views.is_own_write(body("a", "6")), "an older event still on its way is someone else's"
+    assert views.is_own_write(body("a", "7", phase="Running"))
+    assert not views.is_own_write(body("a", "7", phase="Running")), "recognised once"
+    views.remember_vgj(body("a", "9", phase="Running"))
+    assert not views.is_own_write(body("a", "10", phase="Queued")), "a newer write by someone else"
+    assert not views.is_own_write(body("a", "9", phase="Running")), "passed: that event is not coming"

@@ -55,6 +55,8 @@ def setup(
     index = {(b["metadata"]["namespace"], b["metadata"]["name"]): [b] for b in bodies}
     model_index = {m["metadata"]["name"]: [m] for m in models}
     views = Views(index, jobs or {}, {}, None, model_index)
+    for b in bodies:  # what the VideoGenJob event handler does for each listed object
+        views.observe_vgj(b)
     fake = RecordingApi()
     fake.statuses = {b["metadata"]["name"]: dict(b["status"]) for b in bodies}
     fake.specs = {b["metadata"]["name"]: b["spec"] for b in bodies}
@@ -126,8 +128,9 @@ def test_a_ready_model_starts_the_job_with_its_directory_and_revision_in_the_has
     body = vgj("j", model="wan-tiny")
     r, fake = setup([body], [model()])
     r.reconcile(NS, "j")
-    assert status_of(r, "j")["reason"] == "Queued"
+    assert fake.patches == [], "a new job's first write is the admission's"
     r.admit()
+    assert status_of(r, "j")["reason"] == "PodStarting"
     env = job_env(fake)
     assert env[cat.ENV_MODEL_DIR] == "/models/" + cat.model_dir("wan-tiny", DIGEST_1)
     assert env[cat.ENV_MODEL_DIGEST] == DIGEST_1
@@ -346,7 +349,8 @@ def test_a_model_being_deleted_serves_the_jobs_accepted_before_and_refuses_new_o
     r, _ = setup([older, newer], [deleting])
     r.reconcile(NS, "older")
     r.reconcile(NS, "newer")
-    assert status_of(r, "older")["reason"] == "Queued"  # its model's finalizer waits for it
+    r.admit()
+    assert status_of(r, "older")["reason"] == "PodStarting"  # its model's finalizer waits for it
     s = status_of(r, "newer")
     assert (s["phase"], s["reason"]) == ("Failed", "ModelUnavailable")
     assert "'wan-tiny' is being deleted" in s["message"]

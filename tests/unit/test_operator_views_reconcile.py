@@ -144,6 +144,8 @@ def setup(
 ) -> tuple[Reconciler, RecordingApi]:
     index = {(b["metadata"]["namespace"], b["metadata"]["name"]): [b] for b in bodies}
     views = Views(index, jobs or {}, pods or {}, workloads=workloads)
+    for b in bodies:  # what the VideoGenJob event handler does for each listed object
+        views.observe_vgj(b)
     fake = api_ or RecordingApi()
     fake.statuses = {b["metadata"]["name"]: dict(b["status"]) for b in bodies}
     fake.specs = {b["metadata"]["name"]: b["spec"] for b in bodies}
@@ -204,12 +206,55 @@ def test_allow_list_limits_priority_classes_per_namespace() -> None:
     assert "not allowed in namespace" in status_of(r, "prio")["message"]
 
 
-def test_a_new_job_is_written_once_with_both_events() -> None:
+def test_a_new_job_under_the_cap_is_written_once_on_its_way_to_the_job() -> None:
     r, fake = setup([vgj("fresh")])
     r.reconcile(NS, "fresh")
-    assert len(fake.patches) == 1, "Pending and Queued go out in one write"
-    assert [e[2] for e in fake.events] == ["Created", "Queued"]
-    assert status_of(r, "fresh")["phase"] == "Queued"
+    assert fake.patches == [] and fake.created == [], "accepted: the admission pass writes its first status"
+    r.admit()
+    assert [c["kind"] for c in fake.created] == ["ServiceAccount", "Role", "RoleBinding", "Job"]
+    assert len(fake.patches) == 1, "Pending and the admission go out in one write"
+    assert [e[2] for e in fake.events] == ["Created", "PodStarting"]
+    s = status_of(r, "fresh")
+    assert (s["phase"], s["reason"], s["jobName"]) == ("Queued", "PodStarting", manifests.child_name(ref(vgj("fresh"))))
+    assert s["specHash"] and s["attempts"] == 0
+
+
+def test_a_new_job_over_the_cap_gets_one_write_with_its_place_in_the_queue() -> None:
+    holder = vgj("holder", 0, {"phase": "Running", "reason": "Running", "jobName": "x"})
+    job = slim_job(
+        {
+            "metadata": {"name": manifests.child_name(ref(holder)), "namespace": NS, "uid": "j"},
+            "spec": {"template": {"spec": {"containers": [{"resources": {"limits": {"nvidia.com/gpu": "1"}}}]}}},
+            "status": {"active": 1},
+        }
+    )
+    r, fake = setup([holder, vgj("first", 1), vgj("second", 2)], jobs={"uid-holder": [job]}, max_running=1)
+    r.reconcile(NS, "first")
+    r.reconcile(NS, "second")
+    r.admit()
+    assert fake.created == []
+    assert len(fake.patches) == 2, "one write per new job"
+    assert [(e[0], e[2]) for e in fake.events] == [
+        ("first", "Created"),
+        ("first", "Queued"),
+        ("second", "Created"),
+        ("second", "Queued"),
+    ]
+    assert [status_of(r, n).get("queuePosition") for n in ("first", "second")] == [1, 2]
+    r.admit()
+    assert len(fake.patches) == 2, "positions unchanged: nothing rewritten"
+
+
+def test_a_new_job_whose_spec_changed_after_it_was_accepted_waits_for_its_next_reconcile() -> None:
+    body = vgj("edited")
+    r, fake = setup([body])
+    r.reconcile(NS, "edited")
+    body["metadata"]["generation"] = 2  # the tenant edited the spec; that reconcile has not run yet
+    r.admit()
+    assert fake.created == [] and fake.patches == []
+    r.reconcile(NS, "edited")
+    r.admit()
+    assert status_of(r, "edited")["reason"] == "PodStarting"
 
 
 def test_queue_positions_cost_a_bounded_number_of_writes() -> None:
