@@ -20,6 +20,7 @@ import socket
 import zlib
 from collections.abc import Callable
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import urllib3
 from kubernetes import client, config
@@ -36,6 +37,7 @@ REPORTING_COMPONENT = "videogen-operator"
 # short enough that one stalled connection costs one retry, not the operator.
 REQUEST_TIMEOUT = (5.0, 30.0)
 MERGE_PATCH = "application/merge-patch+json"
+JSON = "application/json"
 EVENT_LANES = 4
 
 
@@ -135,6 +137,24 @@ def _json(response: Any) -> dict[str, Any]:
     return data
 
 
+# Where each kind the operator creates lives (namespaced unless the path has no {ns}).
+_COLLECTIONS = {
+    "Job": "/apis/batch/v1/namespaces/{ns}/jobs",
+    "Secret": "/api/v1/namespaces/{ns}/secrets",
+    "ServiceAccount": "/api/v1/namespaces/{ns}/serviceaccounts",
+    "Role": "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles",
+    "RoleBinding": "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings",
+    "PersistentVolumeClaim": "/api/v1/namespaces/{ns}/persistentvolumeclaims",
+    "PersistentVolume": "/api/v1/persistentvolumes",
+    "DaemonSet": "/apis/apps/v1/namespaces/{ns}/daemonsets",
+    "Event": "/api/v1/namespaces/{ns}/events",
+}
+
+
+def _vgj_path(namespace: str, name: str) -> str:
+    return f"/apis/{api.GROUP}/{api.VERSION}/namespaces/{quote(namespace, safe='')}/{api.PLURAL}/{quote(name, safe='')}"
+
+
 class Kube:
     def __init__(self, api_client: client.ApiClient | None = None) -> None:
         self.api_client = api_client or client.ApiClient()
@@ -155,6 +175,24 @@ class Kube:
             concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"events-{i}")
             for i in range(EVENT_LANES)
         ]
+
+    def _request(self, method: str, path: str, body: Any = None, *, content_type: str = JSON) -> dict[str, Any]:
+        """One request on the burst path, straight through the client's connection pool and auth.
+
+        The generated API methods validate every argument with pydantic and build typed models
+        of the body (a Job's whole pod template) only to serialise them again: for the objects
+        made for every job, that was more of the operator's CPU than the request itself."""
+        method, url, headers, _, _ = self.api_client.param_serialize(
+            method,
+            path,
+            header_params={"Accept": JSON, "Content-Type": content_type},
+            auth_settings=["BearerToken"],
+        )
+        response: Any = self.api_client.call_api(method, url, headers, body, None, _request_timeout=REQUEST_TIMEOUT)
+        response.read()
+        if not 200 <= response.status <= 299:
+            raise ApiException.from_response(http_resp=response, body=None, data=None)
+        return _json(response)
 
     # ------------------------------------------------------------------ VideoGenJobs
 
@@ -194,29 +232,13 @@ class Kube:
         """A merge patch of a VideoGenJob; None when it is gone, ConflictError when it changed since."""
         if resource_version:
             body = {**body, "metadata": {**body.get("metadata", {}), "resourceVersion": resource_version}}
-        patch = (
-            self.custom.patch_namespaced_custom_object_status
-            if status_subresource
-            else self.custom.patch_namespaced_custom_object
-        )
+        path = _vgj_path(namespace, name) + ("/status" if status_subresource else "")
         try:
-            patched = _unless_missing(
-                lambda: patch(
-                    api.GROUP,
-                    api.VERSION,
-                    namespace,
-                    api.PLURAL,
-                    name,
-                    body,
-                    _content_type=MERGE_PATCH,
-                    _request_timeout=REQUEST_TIMEOUT,
-                )
-            )
+            return _unless_missing(lambda: self._request("PATCH", path, body, content_type=MERGE_PATCH))
         except ApiException as err:
             if err.status == 409:
                 raise ConflictError(f"{namespace}/{name} changed since resourceVersion {resource_version}") from err
             raise
-        return dict(patched) if patched is not None else None
 
     # ------------------------------------------------------------------ Jobs and pods
 
@@ -248,21 +270,9 @@ class Kube:
 
     def create(self, obj: dict[str, Any]) -> dict[str, Any] | None:
         """Create `obj`; the created object, or None if it already existed (409)."""
-        kind = obj["kind"]
-        ns = obj["metadata"].get("namespace", "")
-        t = {"_preload_content": False, "_request_timeout": REQUEST_TIMEOUT}
-        creators: dict[str, Callable[[], Any]] = {
-            "PersistentVolume": lambda: self.core.create_persistent_volume(obj, **t),
-            "PersistentVolumeClaim": lambda: self.core.create_namespaced_persistent_volume_claim(ns, obj, **t),
-            "DaemonSet": lambda: self.apps.create_namespaced_daemon_set(ns, obj, **t),
-            "Job": lambda: self.batch.create_namespaced_job(ns, obj, **t),
-            "ServiceAccount": lambda: self.core.create_namespaced_service_account(ns, obj, **t),
-            "Secret": lambda: self.core.create_namespaced_secret(ns, obj, **t),
-            "Role": lambda: self.rbac.create_namespaced_role(ns, obj, **t),
-            "RoleBinding": lambda: self.rbac.create_namespaced_role_binding(ns, obj, **t),
-        }
+        path = _COLLECTIONS[obj["kind"]].format(ns=quote(obj["metadata"].get("namespace", ""), safe=""))
         try:
-            return _json(creators[kind]())
+            return self._request("POST", path, obj)
         except ApiException as err:
             if err.status == 409:
                 return None
@@ -510,7 +520,7 @@ class Kube:
             "count": 1,
         }
         try:
-            self.core.create_namespaced_event(meta["namespace"], event, _request_timeout=REQUEST_TIMEOUT)
+            self.create(event)
         except (ApiException, urllib3.exceptions.HTTPError) as err:
             # An Event is a courtesy; losing one must never fail a reconcile.
             why = err.reason if isinstance(err, ApiException) else str(err)
@@ -518,4 +528,5 @@ class Kube:
 
     def delete_secret(self, namespace: str, name: str) -> None:
         """Delete a Secret the operator made (a job's grant); gone already is fine."""
-        _unless_missing(lambda: self.core.delete_namespaced_secret(name, namespace, _request_timeout=REQUEST_TIMEOUT))
+        path = f"{_COLLECTIONS['Secret'].format(ns=quote(namespace, safe=''))}/{quote(name, safe='')}"
+        _unless_missing(lambda: self._request("DELETE", path))

@@ -524,11 +524,16 @@ class Reconciler:
         """The runner ServiceAccount, Role and RoleBinding: one set per namespace, made once."""
         if namespace in self._rbac_ready:
             return
-        if not self.settings.runner_service_account:
-            self._create(manifests.build_runner_service_account(namespace))
-        self._create(manifests.build_runner_role(namespace))
-        self._create(manifests.build_runner_role_binding(namespace, self.settings))
-        self._rbac_ready.add(namespace)
+        # The first job of a burst in a new namespace makes them; the others wait for it
+        # (without the lock, every job admitted in the same pass posted all three, 409s).
+        with self._lock(("", namespace)):
+            if namespace in self._rbac_ready:
+                return
+            if not self.settings.runner_service_account:
+                self._create(manifests.build_runner_service_account(namespace))
+            self._create(manifests.build_runner_role(namespace))
+            self._create(manifests.build_runner_role_binding(namespace, self.settings))
+            self._rbac_ready.add(namespace)
 
     def _start(
         self, ref: JobRef, spec: api.VideoGenJobSpec, digest: str, model: ModelDecision, *, suspended: bool

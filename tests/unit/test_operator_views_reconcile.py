@@ -6,6 +6,8 @@ tests run the same paths against the real API server."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -418,3 +420,30 @@ def test_outputs_finalizer_is_added_honoured_and_dropped_from_the_spec() -> None
     assert needs_finalizer_work(vgj("Delete", held, deleting=True)), "being deleted: clean up, then release"
     assert needs_finalizer_work(vgj("Keep", held, deleting=True)), "released even when the policy changed"
     assert not needs_finalizer_work(vgj("Delete", [], deleting=True)), "never added once deletion started"
+
+
+class SlowApi(RecordingApi):
+    """Creates take a moment, as over the network: parallel admissions overlap."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attempts: list[str] = []
+        self._guard = threading.Lock()
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        with self._guard:
+            self.attempts.append(obj["kind"])
+        time.sleep(0.02)
+        with self._guard:
+            return super().create(obj)
+
+
+def test_a_burst_in_a_new_namespace_asks_for_its_runner_rbac_once() -> None:
+    bodies = [vgj(f"b{i:02d}", i) for i in range(12)]
+    r, fake = setup(bodies, api_=SlowApi(), max_running=0)
+    for b in bodies:
+        r.reconcile(NS, b["metadata"]["name"])
+    r.admit()
+    assert len(fake.jobs_created()) == 12
+    attempts = fake.attempts  # type: ignore[attr-defined]
+    assert [attempts.count(k) for k in ("ServiceAccount", "Role", "RoleBinding")] == [1, 1, 1]
