@@ -80,6 +80,35 @@ class PartSigner:
         signed = [*query, (_SIGNATURE, self._sign(query))]
         return urlunsplit(self._parts._replace(query=urlencode(signed, quote_via=quote, safe="-_.~")))
 
+    def urls(self, name: str, values: list[str]) -> list[str]:
+        """`url(name, v)` for each v, the same strings: everything but the one value is built once
+        (the canonical request around it, the URL around it), so each URL costs one hash and one HMAC."""
+        marker = "\x00"  # never in a query value: splits each template where the value goes
+        query = [(k, marker if k == name else v) for k, v in self._query]
+        if sum(k == name for k, _ in query) != 1:
+            return [self.url(name, v) for v in values]
+        canonical = "\n".join(
+            [
+                self.method,
+                self._path,
+                _canonical_query(query),
+                f"host:{self._parts.netloc}\n",
+                "host",
+                "UNSIGNED-PAYLOAD",
+            ]
+        )
+        c_head, c_tail = canonical.split(quote(marker, safe="-_.~"))
+        template = urlunsplit(self._parts._replace(query=urlencode(query, quote_via=quote, safe="-_.~")))
+        u_head, u_tail = template.split(quote(marker, safe="-_.~"))
+        prefix = f"{ALGORITHM}\n{self._date}\n{self._scope}\n"
+        out = []
+        for value in values:
+            encoded = quote(value, safe="-_.~")
+            digest = hashlib.sha256(f"{c_head}{encoded}{c_tail}".encode()).hexdigest()
+            signature = hmac.new(self._key, f"{prefix}{digest}".encode(), hashlib.sha256).hexdigest()
+            out.append(f"{u_head}{encoded}{u_tail}&{_SIGNATURE}={signature}")
+        return out
+
 
 def part_urls(
     count: int, presign_part: Callable[[int], str], secret_key: str | None, *, method: str = "PUT"
@@ -92,4 +121,4 @@ def part_urls(
     signer = PartSigner(first, secret_key, method) if secret_key else None
     if signer is None or not signer.usable:
         return [first, *(presign_part(n) for n in range(2, count + 1))]
-    return [first, *(signer.url("partNumber", str(n)) for n in range(2, count + 1))]
+    return [first, *signer.urls("partNumber", [str(n) for n in range(2, count + 1)])]

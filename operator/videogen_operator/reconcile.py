@@ -29,7 +29,6 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import repeat
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -77,7 +76,9 @@ from videogen_operator.views import Views, slim_job, vgj_owner_uid
 log = logging.getLogger(__name__)
 Phase = api.Phase
 # Jobs started at once by one admission pass (each is a few API round trips).
-ADMIT_PARALLELISM = 32
+# Starts run between API round trips on the GIL: a few threads cover the round trips, more only
+# make every start of a burst wait for all the others (each finishes when the whole batch does).
+ADMIT_PARALLELISM = 8
 Reason = api.Reason
 
 
@@ -236,6 +237,9 @@ class Reconciler:
         # New jobs a reconcile accepted and handed to admission before any status write:
         # (generation accepted, spec hash). Their first write is the admission's (see _queue_fresh).
         self._fresh: dict[tuple[str, str], tuple[int | None, str]] = {}
+        # Jobs a pass admitted whose start is still under way: (uid, namespace, GPUs). The next pass
+        # counts their GPUs until their Job is in view, and does not admit them twice.
+        self._launching: dict[tuple[str, str], tuple[str, str, int]] = {}
 
     def _lock(self, key: tuple[str, str]) -> threading.Lock:
         with self._locks_guard:
@@ -766,13 +770,20 @@ class Reconciler:
 
     # ================================================================== admission
 
-    def admit(self) -> None:
+    def admit(self) -> list[concurrent.futures.Future[None]]:
         """Start queued jobs in priority/creation order while the caps (in GPUs) allow.
 
         Everything is read from the views: a pass costs the writes of the jobs it
         admits and of the few exact queue positions that moved, nothing per waiting job.
-        A job whose start fails stays with that job; the jobs behind it still start."""
+        A job whose start fails stays with that job; the jobs behind it still start.
+
+        The starts run on the starter pool, first admitted first started, and the pass does
+        not wait for them (the next pass counts them): a burst's jobs start one after another
+        instead of each waiting for its whole batch. Returns the starts it launched."""
+        launched: list[concurrent.futures.Future[None]] = []
         with self._admission_lock:
+            # Read before the Jobs: a start that ends in between has put its Job in view already.
+            starting = dict(self._launching)
             # Only unfinished jobs can wait; the GPUs held are counted from the Jobs, whatever
             # their owners' (tenant-writable) status says: thousands of finished jobs cost nothing.
             vgjs = self.views.unfinished_vgjs()
@@ -790,12 +801,16 @@ class Reconciler:
                 jobs_by_owner[owner_uid] = job
                 if self._holds_gpus(job):
                     running[meta["namespace"]] += int(job.get("gpus") or 1)
+            for uid, namespace, gpus in starting.values():
+                if uid not in jobs_by_owner:  # admitted, its Job not made (or not in view) yet
+                    running[namespace] += gpus
             waiting: list[Waiting] = []
+            uids: dict[tuple[str, str], str] = {}
             for vgj in vgjs:
                 status = vgj.get("status") or {}
                 spec = vgj.get("spec") or {}
                 meta = vgj["metadata"]
-                if meta.get("deletionTimestamp"):
+                if meta.get("deletionTimestamp") or (meta["namespace"], meta["name"]) in starting:
                     continue
                 if status.get("phase") not in (Phase.PENDING, Phase.QUEUED) and not self._is_fresh(vgj):
                     continue
@@ -813,26 +828,24 @@ class Reconciler:
                 created = parse_time(meta.get("creationTimestamp")) or self.clock()
                 gpus = int(resources.get("gpus") or 1)
                 waiting.append(Waiting(meta["namespace"], meta["name"], priority, created, gpus))
+                uids[(meta["namespace"], meta["name"])] = str(meta.get("uid") or "")
             per_ns = namespace_cap(
                 self.settings.max_running,
                 self.settings.max_running_per_namespace,
                 self.settings.namespace_share_percent,
             )
             plan = plan_admission(waiting, running, self.settings.max_running, per_ns)
-            # The plan is fixed under the admission lock; the jobs it admits start in
-            # parallel (each under its own lock), so a burst does not queue behind one
-            # API round trip per job. The lock is held until all are created, so the
-            # next pass counts them.
-            errors = self._starter.map(self._admit_safely, plan.admit, repeat(jobs_by_owner))
-            for key, err in zip(plan.admit, errors, strict=True):
-                if err is not None:
-                    log.warning("admitting %s/%s failed, retrying later: %s", key[0], key[1], err)
+            gpus_of = {w.key: w.gpus for w in waiting}
+            for key in plan.admit:
+                self._launching[key] = (uids[key], key[0], gpus_of[key])
+                launched.append(self._starter.submit(self._start_admitted, key, jobs_by_owner))
             exact = self.settings.queue_positions_exact
             for key, position in plan.positions.items():
                 try:
                     self._update_position(key, position, exact, per_ns)
                 except Exception as err:
                     log.warning("queue position of %s/%s not written: %s", key[0], key[1], err)
+        return launched
 
     def _is_fresh(self, body: dict[str, Any]) -> bool:
         """A new job a reconcile accepted (this very generation of its spec) and left to admission
@@ -855,12 +868,13 @@ class Reconciler:
             "metadata", {}
         ).get("generation")
 
-    def _admit_safely(self, key: tuple[str, str], jobs_by_owner: dict[str, dict[str, Any]]) -> BaseException | None:
+    def _start_admitted(self, key: tuple[str, str], jobs_by_owner: dict[str, dict[str, Any]]) -> None:
         try:
             self._admit_one(key, jobs_by_owner)
-        except Exception as err:  # one job's trouble never stops the pass
-            return err
-        return None
+        except Exception as err:  # one job's trouble never stops the others; the next pass retries it
+            log.warning("admitting %s/%s failed, retrying later: %s", key[0], key[1], err)
+        finally:
+            self._launching.pop(key, None)
 
     def _holds_gpus(self, job: dict[str, Any]) -> bool:
         meta = job.get("metadata") or {}

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import wait as settle
 from datetime import timedelta
 from typing import Any
 
@@ -87,7 +88,7 @@ def test_a_job_waits_for_its_model_and_takes_no_queue_slot() -> None:
     assert (s["phase"], s["reason"]) == ("Queued", "ModelNotReady")
     # In steps of 10%: a loader's progress every 2 s must not rewrite every waiting job.
     assert "'wan-tiny' is Downloading (downloaded 40%)" in s["message"]
-    r.admit()
+    settle(r.admit())
     assert fake.jobs_created() == []
     assert "queuePosition" not in status_of(r, "j")
 
@@ -129,7 +130,7 @@ def test_a_ready_model_starts_the_job_with_its_directory_and_revision_in_the_has
     r, fake = setup([body], [model()])
     r.reconcile(NS, "j")
     assert fake.patches == [], "a new job's first write is the admission's"
-    r.admit()
+    settle(r.admit())
     assert status_of(r, "j")["reason"] == "PodStarting"
     env = job_env(fake)
     assert env[cat.ENV_MODEL_DIR] == "/models/" + cat.model_dir("wan-tiny", DIGEST_1)
@@ -166,7 +167,7 @@ def test_status_cannot_make_a_waiting_job_start() -> None:
     # A tenant rewriting status (reason Queued, a made-up specHash) does not get its job admitted.
     body = vgj("j", model="wan-tiny", status={"phase": "Queued", "reason": "Queued", "specHash": "0" * 16})
     r, fake = setup([body], [model(phase="Downloading")])
-    r.admit()
+    settle(r.admit())
     assert fake.jobs_created() == []
 
 
@@ -198,7 +199,7 @@ WAN: dict[str, Any] = {
 def test_a_multi_gpu_job_on_a_model_diffusers_cannot_split_fails_before_any_pod() -> None:
     r, fake = setup([vgj("j", model="wan-tiny", resources={"gpus": 2})], [model(architecture=COGVIDEOX)])
     r.reconcile(NS, "j")
-    r.admit()
+    settle(r.admit())
     s = status_of(r, "j")
     assert (s["phase"], s["reason"]) == ("Failed", "InvalidInput")
     assert s["message"].startswith("spec.resources.gpus: 2 GPUs need a model diffusers can split across GPUs")
@@ -211,7 +212,7 @@ def test_a_multi_gpu_job_on_a_model_diffusers_cannot_split_fails_before_any_pod(
 def test_the_same_model_on_one_gpu_runs() -> None:
     r, fake = setup([vgj("j", model="wan-tiny", resources={"gpus": 1})], [model(architecture=COGVIDEOX)])
     r.reconcile(NS, "j")
-    r.admit()
+    settle(r.admit())
     assert status_of(r, "j")["reason"] == "PodStarting"
     assert len(fake.jobs_created()) == 1
 
@@ -236,7 +237,7 @@ def test_a_multi_gpu_job_is_admitted_unless_the_model_is_known_not_to_split(
         allow_unlisted_models=True,
     )
     r.reconcile(NS, "j")
-    r.admit()
+    settle(r.admit())
     assert status_of(r, "j")["reason"] == "PodStarting"
     (job,) = [c for c in fake.created if c["kind"] == "Job"]
     assert job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
@@ -349,7 +350,7 @@ def test_a_model_being_deleted_serves_the_jobs_accepted_before_and_refuses_new_o
     r, _ = setup([older, newer], [deleting])
     r.reconcile(NS, "older")
     r.reconcile(NS, "newer")
-    r.admit()
+    settle(r.admit())
     assert status_of(r, "older")["reason"] == "PodStarting"  # its model's finalizer waits for it
     s = status_of(r, "newer")
     assert (s["phase"], s["reason"]) == ("Failed", "ModelUnavailable")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from concurrent.futures import wait as settle
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -172,12 +173,12 @@ def status_of(r: Reconciler, name: str) -> dict[str, Any]:
 def test_a_refused_job_fails_with_the_api_message_and_the_job_behind_it_starts() -> None:
     bad, good = queued("bad", 0), queued("good", 1)
     r, fake = setup([bad, good], api_=RefusingApi(refuse={manifests.child_name(ref(bad))}), max_running=1)
-    r.admit()
+    settle(r.admit())
     s = status_of(r, "bad")
     assert (s["phase"], s["reason"]) == ("Failed", "CreateFailed")
     assert "tolerationSeconds: forbidden" in s["message"] and "Job" in s["message"]
     assert ("bad", "Warning", "CreateFailed") in fake.events
-    r.admit()  # the terminal transition kicks the next pass
+    settle(r.admit())  # the terminal transition kicks the next pass
     assert fake.jobs_created() == [manifests.child_name(ref(good))]
     assert status_of(r, "good")["reason"] == "PodStarting"
 
@@ -187,7 +188,7 @@ def test_a_tenant_job_with_the_operator_labels_does_not_take_a_slot() -> None:
     fake_owner = {"metadata": {"name": "lookalike", "namespace": NS, "uid": "x"}, "spec": {}, "status": {"active": 1}}
     # Owned by (claims) the waiting job's uid, but not under the name the operator derives.
     r, fake = setup([waiting], jobs={"uid-mine": [slim_job(fake_owner)]}, max_running=1)
-    r.admit()
+    settle(r.admit())
     assert fake.jobs_created() == [manifests.child_name(ref(waiting))]
 
 
@@ -212,7 +213,7 @@ def test_a_new_job_under_the_cap_is_written_once_on_its_way_to_the_job() -> None
     r, fake = setup([vgj("fresh")])
     r.reconcile(NS, "fresh")
     assert fake.patches == [] and fake.created == [], "accepted: the admission pass writes its first status"
-    r.admit()
+    settle(r.admit())
     assert [c["kind"] for c in fake.created] == ["ServiceAccount", "Role", "RoleBinding", "Job"]
     assert len(fake.patches) == 1, "Pending and the admission go out in one write"
     assert [e[2] for e in fake.events] == ["Created", "PodStarting"]
@@ -233,7 +234,7 @@ def test_a_new_job_over_the_cap_gets_one_write_with_its_place_in_the_queue() -> 
     r, fake = setup([holder, vgj("first", 1), vgj("second", 2)], jobs={"uid-holder": [job]}, max_running=1)
     r.reconcile(NS, "first")
     r.reconcile(NS, "second")
-    r.admit()
+    settle(r.admit())
     assert fake.created == []
     assert len(fake.patches) == 2, "one write per new job"
     assert [(e[0], e[2]) for e in fake.events] == [
@@ -243,7 +244,7 @@ def test_a_new_job_over_the_cap_gets_one_write_with_its_place_in_the_queue() -> 
         ("second", "Queued"),
     ]
     assert [status_of(r, n).get("queuePosition") for n in ("first", "second")] == [1, 2]
-    r.admit()
+    settle(r.admit())
     assert len(fake.patches) == 2, "positions unchanged: nothing rewritten"
 
 
@@ -252,10 +253,10 @@ def test_a_new_job_whose_spec_changed_after_it_was_accepted_waits_for_its_next_r
     r, fake = setup([body])
     r.reconcile(NS, "edited")
     body["metadata"]["generation"] = 2  # the tenant edited the spec; that reconcile has not run yet
-    r.admit()
+    settle(r.admit())
     assert fake.created == [] and fake.patches == []
     r.reconcile(NS, "edited")
-    r.admit()
+    settle(r.admit())
     assert status_of(r, "edited")["reason"] == "PodStarting"
 
 
@@ -270,13 +271,13 @@ def test_queue_positions_cost_a_bounded_number_of_writes() -> None:
     )
     waiting = [queued(f"w{i:02d}", i + 1) for i in range(40)]
     r, fake = setup([holder, *waiting], jobs={"uid-holder": [job]}, max_running=1, queue_positions_exact=3)
-    r.admit()
+    settle(r.admit())
     assert fake.created == []
     assert sorted(name for name, _ in fake.patches) == ["w00", "w01", "w02"]
     assert status_of(r, "w02")["queuePosition"] == 3
     assert "queuePosition" not in status_of(r, "w03")
     before = len(fake.patches)
-    r.admit()
+    settle(r.admit())
     assert len(fake.patches) == before, "nothing moved, nothing written"
 
 
@@ -443,7 +444,20 @@ def test_a_burst_in_a_new_namespace_asks_for_its_runner_rbac_once() -> None:
     r, fake = setup(bodies, api_=SlowApi(), max_running=0)
     for b in bodies:
         r.reconcile(NS, b["metadata"]["name"])
-    r.admit()
+    settle(r.admit())
     assert len(fake.jobs_created()) == 12
     attempts = fake.attempts  # type: ignore[attr-defined]
     assert [attempts.count(k) for k in ("ServiceAccount", "Role", "RoleBinding")] == [1, 1, 1]
+
+
+def test_a_pass_counts_the_starts_still_under_way_against_the_cap_and_never_starts_one_twice() -> None:
+    first, second = vgj("first", 0), vgj("second", 1)
+    r, fake = setup([first, second], api_=SlowApi(), max_running=1)
+    r.reconcile(NS, "first")
+    r.reconcile(NS, "second")
+    launched = r.admit()
+    assert len(launched) == 1
+    assert r.admit() == [], "first's start is under way: its GPU is taken, and it is not admitted again"
+    settle(launched)
+    assert fake.jobs_created() == [manifests.child_name(ref(first))]
+    assert status_of(r, "second")["queuePosition"] == 1
