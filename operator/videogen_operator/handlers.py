@@ -31,7 +31,7 @@ from videogen_operator.kube import Kube, is_transient, load_client_config, may_w
 from videogen_operator.manifests import OWNER_ANNOTATION
 from videogen_operator.model_reconcile import ModelReconciler
 from videogen_operator.phases import now_utc
-from videogen_operator.reconcile import Reconciler, needs_finalizer_work, needs_timer
+from videogen_operator.reconcile import Reconciler, needs_finalizer_work
 from videogen_operator.results import ObjectStore
 from videogen_operator.settings import OperatorSettings, load_settings
 from videogen_operator.views import Views, controller_uid, slim_job, slim_model, slim_pod, slim_vgj, vgj_owner_uid
@@ -149,7 +149,7 @@ class Runtime:
         keys: list[Hashable] = [
             (vgj["metadata"]["namespace"], vgj["metadata"]["name"])
             for vgj in self.reconciler.views.unfinished_vgjs()
-            if needs_timer(vgj) or (full and (vgj.get("status") or {}).get("phase") not in TERMINAL)
+            if self.reconciler.due(vgj, full)
         ]
         keys.extend(
             ModelKey(m["metadata"]["name"]) for m in self.reconciler.views.models() if self.models.needs_work(m)

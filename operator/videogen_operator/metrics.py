@@ -194,7 +194,9 @@ def status_written(body: Mapping[str, Any], old: Mapping[str, Any], new: Mapping
     model = str((body.get("spec") or {}).get("model") or "")
     created = _time(meta.get("creationTimestamp"))
     PHASES.seen({"metadata": meta, "status": {"phase": phase}})
-    if reason == api.Reason.POD_STARTING and old.get("reason") in _ADMITTED_FROM and not new.get("startTime"):
+    # From the queue, or (a new job the admission pass took at once) from no status at all.
+    admitted = old.get("reason") in _ADMITTED_FROM or not old.get("phase")
+    if reason == api.Reason.POD_STARTING and admitted and not new.get("startTime"):
         waited = _seconds(created, datetime.now(UTC))
         if waited is not None:
             ADMISSION_WAIT.observe(waited)

@@ -160,6 +160,9 @@ _TIMED_QUEUED_REASONS = frozenset(
 )
 
 
+_TERMINAL_VALUES = frozenset(p.value for p in api.TERMINAL_PHASES)
+
+
 def needs_timer(vgj: dict[str, Any]) -> bool:
     """Whether the periodic sweep must reconcile this job (time alone can change its state)."""
     status = vgj.get("status") or {}
@@ -240,6 +243,9 @@ class Reconciler:
         # Jobs a pass admitted whose start is still under way: (uid, namespace, GPUs). The next pass
         # counts their GPUs until their Job is in view, and does not admit them twice.
         self._launching: dict[tuple[str, str], tuple[str, str, int]] = {}
+        # When a job's timed state needs a look again (time.monotonic()): a pod starting under its
+        # startup deadline, a suspension under its grace period. Unset: every sweep.
+        self._recheck: dict[tuple[str, str], float] = {}
 
     def _lock(self, key: tuple[str, str]) -> threading.Lock:
         with self._locks_guard:
@@ -258,11 +264,34 @@ class Reconciler:
     def _forget(self, key: tuple[str, str]) -> None:
         self._last_write.pop(key, None)
         self._fresh.pop(key, None)
+        self._recheck.pop(key, None)
         self.views.forget_vgj(*key)
         with self._locks_guard:
             lock = self._locks.get(key)
             if lock is not None and not lock.locked():
                 self._locks.pop(key, None)
+
+    def due(self, vgj: dict[str, Any], full: bool = False) -> bool:
+        """Whether the periodic sweep should reconcile this job now (`full`: the sweep that looks at
+        every unfinished job, the safety net for a lost event).
+
+        Not a new job already with the admission pass (a pass runs every sweep), and not a timed
+        state before its time: a thousand pods starting would otherwise cost a thousand reconciles
+        every period for deadlines minutes away."""
+        if self._is_fresh(vgj):
+            return False
+        phase = (vgj.get("status") or {}).get("phase")
+        if full:
+            return phase not in _TERMINAL_VALUES
+        if not needs_timer(vgj):
+            return False
+        meta = vgj["metadata"]
+        at = self._recheck.get((meta["namespace"], meta["name"]))
+        if at is None or time.monotonic() >= at:
+            return True
+        # A pod the Job controller cannot create shows only in an Event, which starts no reconcile.
+        job = self.views.job_of(str(meta.get("uid") or ""), manifests.child_name(ref_of(vgj)))
+        return job is not None and bool(self.views.failed_creates(meta["namespace"], job["metadata"]["name"]))
 
     def _reconcile(self, body: dict[str, Any]) -> Outcome:
         status: dict[str, Any] = dict(body.get("status") or {})
@@ -271,6 +300,7 @@ class Reconciler:
             return outcome
         ref = ref_of(body)
         now = self.clock()
+        self._recheck.pop((ref.namespace, ref.name), None)
         job = self.views.job_of(ref.uid, manifests.child_name(ref))
         try:
             spec = parse_spec(body.get("spec"))
@@ -486,6 +516,10 @@ class Reconciler:
                 output["urlExpiresAt"] = iso(datetime.fromtimestamp(self.clock().timestamp() + seconds, UTC))
         return output
 
+    def _recheck_in(self, p: _Pass, seconds: float) -> None:
+        """Nothing in this job's state moves with time for `seconds` (its events still reconcile it)."""
+        self._recheck[(p.ref.namespace, p.ref.name)] = time.monotonic() + max(0.0, seconds)
+
     def _hold_suspended(self, p: _Pass, base: dict[str, Any], *, job_exists: bool) -> None:
         """spec.suspend: the pod goes away; past the grace period the job is Cancelled for good."""
         grace = self.settings.cancel_grace_seconds
@@ -496,6 +530,7 @@ class Reconciler:
             message = f"suspended for longer than the cancel grace period ({grace}s)"
             self._move(p, base, Phase.CANCELLED, Reason.CANCELLED, message)
             return
+        self._recheck_in(p, grace - ((p.now - since).total_seconds() if since is not None else 0.0))
         message = f"suspended by spec.suspend; set it to false to resume, or it is cancelled after {grace}s"
         held = set_suspended(base, True, message, p.now, p.generation)
         held.pop("queuePosition", None)
@@ -663,7 +698,10 @@ class Reconciler:
         times = [t for t in (view.last_pod_activity, view.started_at, view.created_at) if t is not None]
         started = view.current_created_at or (max(times) if times else p.now)
         create_failure = self._pod_create_failure(p, view, job)
-        if (p.now - started).total_seconds() >= limit:
+        elapsed = (p.now - started).total_seconds()
+        if elapsed < limit:
+            self._recheck_in(p, limit - elapsed)
+        if elapsed >= limit:
             why = create_failure or view.waiting or view.last_failure
             message = f"the runner pod did not start within startupTimeoutSeconds ({limit}s)"
             if why:

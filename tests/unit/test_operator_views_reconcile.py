@@ -461,3 +461,69 @@ def test_a_pass_counts_the_starts_still_under_way_against_the_cap_and_never_star
     settle(launched)
     assert fake.jobs_created() == [manifests.child_name(ref(first))]
     assert status_of(r, "second")["queuePosition"] == 1
+
+
+def _starting_job(startup: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    body = vgj(
+        "starting",
+        status={"phase": "Queued", "reason": "PodStarting", "attempts": 0, "jobName": "j"},
+        startupTimeoutSeconds=startup,
+    )
+    job = slim_job(
+        {
+            "metadata": {
+                "name": manifests.child_name(ref(body)),
+                "namespace": NS,
+                "uid": "job-uid",
+                "creationTimestamp": stamp(NOW - timedelta(seconds=10)),
+            },
+            "status": {"active": 1, "startTime": stamp(NOW - timedelta(seconds=10))},
+        }
+    )
+    return body, job
+
+
+def test_the_sweep_leaves_a_starting_pod_alone_until_its_deadline_is_near() -> None:
+    body, job = _starting_job(300)
+    pod = _pod("p1", NOW - timedelta(seconds=10), phase="Pending")
+    r, _ = setup([body], jobs={"uid-starting": [job]}, pods={"job-uid": [pod]})
+    assert r.due(body), "never looked at: the sweep reconciles it"
+    r.reconcile(NS, "starting")
+    assert not r.due(status_body(r, "starting")), "290 s before its startup deadline"
+    assert r.due(status_body(r, "starting"), full=True), "the full sweep still looks at every unfinished job"
+
+
+def test_a_starting_job_whose_deadline_has_come_is_due_at_once() -> None:
+    body, job = _starting_job(60)
+    pod = _pod("p1", NOW - timedelta(seconds=59), phase="Pending")
+    r, _ = setup([body], jobs={"uid-starting": [job]}, pods={"job-uid": [pod]})
+    r.reconcile(NS, "starting")
+    assert status_of(r, "starting")["reason"] == "PodStarting"
+    assert not r.due(status_body(r, "starting"))
+    time.sleep(1.1)
+    assert r.due(status_body(r, "starting")), "a second later its deadline has come"
+
+
+def test_a_pod_the_job_controller_cannot_create_keeps_its_job_in_the_sweep() -> None:
+    body, job = _starting_job(300)
+    failed = {(NS, job["metadata"]["name"]): [{"message": "exceeded quota: pods", "lastTimestamp": stamp(NOW)}]}
+    r, _ = setup([body], jobs={"uid-starting": [job]})
+    r.views = Views(r.views._vgjs, {"uid-starting": [job]}, {}, failed)  # type: ignore[attr-defined]
+    r.views.observe_vgj(body)
+    r.reconcile(NS, "starting")
+    assert status_of(r, "starting")["reason"] == "PodCreateFailed"
+    assert r.due(status_body(r, "starting")), "a FailedCreate Event starts no reconcile: the sweep must look"
+
+
+def test_a_new_job_with_the_admission_pass_is_not_swept() -> None:
+    r, _ = setup([vgj("fresh")])
+    body = status_body(r, "fresh")
+    assert r.due(body)
+    r.reconcile(NS, "fresh")
+    assert not r.due(body) and not r.due(body, full=True), "admission runs every sweep; no second cache lookup"
+
+
+def status_body(r: Reconciler, name: str) -> dict[str, Any]:
+    found = r.views.vgj(NS, name)
+    assert found is not None
+    return found
