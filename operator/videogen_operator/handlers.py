@@ -34,7 +34,7 @@ from videogen_operator.phases import now_utc
 from videogen_operator.reconcile import Reconciler, needs_finalizer_work
 from videogen_operator.results import ObjectStore
 from videogen_operator.settings import OperatorSettings, load_settings
-from videogen_operator.views import Views, controller_uid, slim_job, slim_model, slim_pod, slim_vgj, vgj_owner_uid
+from videogen_operator.views import Views, controller_uid, slim_job, slim_model, slim_pod, vgj_owner_uid
 
 log = logging.getLogger(__name__)
 ADMISSION = ("", "")
@@ -201,11 +201,6 @@ def _runtime(memo: kopf.Memo) -> Runtime:
 # ---------------------------------------------------------------------- indices (the views)
 
 
-@kopf.index(api.GROUP, api.VERSION, api.PLURAL)
-async def vgj_index(body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
-    return {(body.metadata.namespace or "", body.metadata.name or ""): slim_vgj(body)}
-
-
 @kopf.index("batch", "v1", "jobs", labels=RUNNER_LABELS)
 async def job_index(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
     owner = vgj_owner_uid(body)
@@ -280,7 +275,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: An
         concurrent.futures.ThreadPoolExecutor(max_workers=RECONCILE_THREADS, thread_name_prefix="reconcile")
     )
     views = Views(
-        kwargs["vgj_index"],
+        None,  # VideoGenJobs: the views' own store (views.py says why), filled before any handler runs
         kwargs["job_index"],
         kwargs["pod_index"],
         kwargs["failed_create_index"],
@@ -290,6 +285,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: An
     identity = str(memo.get("identity") or own_identity())
     priority = int(memo.get("priority") or start_priority())
     runtime = await asyncio.to_thread(Runtime, ours, asyncio.get_running_loop(), views, identity, priority)
+    listed = await asyncio.to_thread(runtime.reconciler.kube.list_vgjs, None if ours.clusterwide else ours.namespaces)
+    views.load_vgjs(listed)
     memo["runtime"] = runtime
     metrics.use_job_source(runtime.reconciler.views.vgjs)
     metrics.serve(ours.metrics_port)
@@ -329,11 +326,11 @@ async def videogenjob_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> 
     runtime = _runtime(memo)
     views = runtime.reconciler.views
     if event["type"] == "DELETED":
-        views.observe_vgj(obj, deleted=True)
+        views.apply_vgj_event(obj, deleted=True)
         metrics.job_gone(obj)
         await runtime.dispatch.kick(ADMISSION, urgent=True)
         return
-    views.observe_vgj(obj)
+    views.apply_vgj_event(obj)
     metrics.job_seen(obj)
     if needs_finalizer_work(obj):
         await runtime.dispatch.kick(FinalizerKey(meta["namespace"], meta["name"]))

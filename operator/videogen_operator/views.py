@@ -1,6 +1,12 @@
 """In-memory views of VideoGenJobs, runner Jobs and runner Pods (and Kueue's Workloads of those
 Jobs), kept by kopf's watches.
 
+VideoGenJobs are kept here, from kopf's events plus one paginated listing at start-up, not in a
+kopf index: while its indices fill, kopf makes a readiness toggle per listed object and wakes every
+waiting object's worker on each (quadratic in the objects listed). With 5,000 finished jobs in the
+cluster that held every handler for minutes after each start; Jobs, Pods and Events of runners are
+few, so their indices stay kopf's.
+
 kopf indices are the informer: each watch does one paginated LIST at start-up
 (`settings.watching.chunk_size`), then streams changes, and kopf does not run any
 handler before every index is filled, so the first admission pass already sees
@@ -152,7 +158,7 @@ class Views:
 
     def __init__(
         self,
-        vgjs: Mapping[Any, Iterable[dict[str, Any]]],
+        vgjs: Mapping[Any, Iterable[dict[str, Any]]] | None,
         jobs: Mapping[Any, Iterable[dict[str, Any]]],
         pods: Mapping[Any, Iterable[dict[str, Any]]],
         failed_creates: Mapping[Any, Iterable[dict[str, Any]]] | None = None,
@@ -162,7 +168,11 @@ class Views:
         self._models = models if models is not None else {}
         # Kueue's Workloads of our runner Jobs, by Job uid (empty where Kueue is not installed).
         self._workloads = workloads if workloads is not None else {}
-        self._vgjs = vgjs
+        # None: the views keep VideoGenJobs themselves (apply_vgj_event, load_vgjs), see vgj_store().
+        self._owns_vgjs = vgjs is None
+        self._vgjs: Mapping[Any, Iterable[dict[str, Any]]] = {} if vgjs is None else vgjs
+        # Deletions seen before the start-up listing was loaded (its copies of them are stale).
+        self._tombstones: dict[VgjKey, int] | None = {}
         self._jobs = jobs
         self._pods = pods
         # `is not None`, never `or`: kopf's index is empty (falsy) at start-up and fills later; `or {}`
@@ -218,6 +228,52 @@ class Views:
             self._written[key] = slim_vgj(body)
             self._own_writes[key] = _rv(body)
             self._observe(body, deleted=False)
+
+    def load_vgjs(self, listed: Iterable[Mapping[str, Any]]) -> None:
+        """The start-up listing of every VideoGenJob (paginated, before any handler acts): with it the
+        first admission pass sees every job that holds a GPU. Events already applied win over it
+        (newer resourceVersion, or a deletion the listing predates)."""
+        with self._guard:
+            for body in listed:
+                self._store(body)
+            self._tombstones = None
+
+    def apply_vgj_event(self, body: Mapping[str, Any], *, deleted: bool = False) -> None:
+        """A watch event of a VideoGenJob: keep the store (when the views own it) and the bookkeeping."""
+        with self._guard:
+            if not self._owns_vgjs:
+                self._observe(body, deleted=deleted)
+            elif not deleted:
+                self._store(body)  # observes what it stores
+            elif self._drop(body):
+                self._observe(body, deleted=True)
+
+    def _store(self, body: Mapping[str, Any]) -> None:  # under self._guard
+        meta = body.get("metadata") or {}
+        key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        store: Any = self._vgjs
+        held = _first(store.get(key))
+        gone = (self._tombstones or {}).get(key)
+        if gone is not None and _rv(body) <= gone:
+            return  # deleted after this copy was listed
+        same = held is not None and held["metadata"].get("uid") == meta.get("uid")
+        if same and _rv(held) >= _rv(body):
+            return  # the same or an older copy (kopf's own listing, or ours after a newer event)
+        store[key] = [slim_vgj(body)]
+        self._observe(body, deleted=False)
+
+    def _drop(self, body: Mapping[str, Any]) -> bool:  # under self._guard
+        """Forget a deleted job; False when the name already belongs to a newer object."""
+        meta = body.get("metadata") or {}
+        key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        store: Any = self._vgjs
+        held = _first(store.get(key))
+        if self._tombstones is not None:
+            self._tombstones[key] = _rv(body)
+        if held is not None and held["metadata"].get("uid") != meta.get("uid"):
+            return False
+        store.pop(key, None)
+        return True
 
     def observe_vgj(self, body: Mapping[str, Any], *, deleted: bool = False) -> None:
         """Every watch event of a VideoGenJob (and each of our writes): keep the unfinished keys

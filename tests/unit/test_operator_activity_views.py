@@ -222,3 +222,36 @@ def test_the_watch_event_of_our_own_write_is_recognised_once_and_no_other() -> N
     views.remember_vgj(body("a", "9", phase="Running"))
     assert not views.is_own_write(body("a", "10", phase="Queued")), "a newer write by someone else"
     assert not views.is_own_write(body("a", "9", phase="Running")), "passed: that event is not coming"
+
+
+def test_the_views_keep_videogenjobs_from_the_listing_and_the_events() -> None:
+    views = Views(None, {}, {})
+    views.apply_vgj_event(body("early", "9", uid="u-early"))  # an event before the listing was loaded
+    views.apply_vgj_event(body("gone", "8", uid="u-gone"), deleted=True)
+    views.load_vgjs(
+        [
+            body("early", "3", uid="u-early", phase="Queued"),  # older than the event: the event wins
+            body("gone", "4", uid="u-gone"),  # deleted after it was listed: stays gone
+            body("done", "5", uid="u-done", phase="Succeeded"),
+            body("waiting", "6", uid="u-wait"),
+        ]
+    )
+    assert views.vgj("ns", "early")["metadata"]["resourceVersion"] == "9"  # type: ignore[index]
+    assert views.vgj("ns", "gone") is None
+    assert sorted(v["metadata"]["name"] for v in views.unfinished_vgjs()) == ["early", "waiting"]
+    assert views.vgj_by_uid("u-done") is not None
+    views.apply_vgj_event(body("waiting", "10", uid="u-wait", phase="Succeeded"))
+    views.apply_vgj_event(body("waiting", "7", uid="u-wait"))  # a late, older copy changes nothing
+    assert views.vgj("ns", "waiting")["status"]["phase"] == "Succeeded"  # type: ignore[index]
+    assert [v["metadata"]["name"] for v in views.unfinished_vgjs()] == ["early"]
+
+
+def test_a_deletion_of_an_old_incarnation_leaves_the_new_one() -> None:
+    views = Views(None, {}, {})
+    views.load_vgjs([])
+    views.apply_vgj_event(body("a", "20", uid="new"))
+    views.apply_vgj_event(body("a", "12", uid="old"), deleted=True)  # the old object's deletion, late
+    assert views.vgj("ns", "a")["metadata"]["uid"] == "new"  # type: ignore[index]
+    assert [v["metadata"]["uid"] for v in views.unfinished_vgjs()] == ["new"]
+    views.apply_vgj_event(body("a", "21", uid="new"), deleted=True)
+    assert views.vgj("ns", "a") is None and views.unfinished_vgjs() == []
