@@ -1,7 +1,8 @@
 """kopf wiring. Thin on purpose: every decorator forwards to the Reconciler.
 
 What kopf gives us: watch streams with reconnects, paginated initial LISTs and
-server-side label/field selectors, the indices our views read (views.py),
+server-side label/field selectors, the indices of runner Jobs, Pods, FailedCreate Events,
+models and Workloads our views read (VideoGenJobs the views keep themselves: views.py),
 peering (one active operator), the liveness endpoint, and JSON logging. What
 we do ourselves: level-triggered reconciliation from the views, so restarts
 never depend on kopf's per-handler progress bookkeeping; the finalizer for
@@ -285,8 +286,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: An
     identity = str(memo.get("identity") or own_identity())
     priority = int(memo.get("priority") or start_priority())
     runtime = await asyncio.to_thread(Runtime, ours, asyncio.get_running_loop(), views, identity, priority)
-    listed = await asyncio.to_thread(runtime.reconciler.kube.list_vgjs, None if ours.clusterwide else ours.namespaces)
-    views.load_vgjs(listed)
+    pages = runtime.reconciler.kube.list_vgjs(None if ours.clusterwide else ours.namespaces)
+    await asyncio.to_thread(views.load_vgjs, pages)
     memo["runtime"] = runtime
     metrics.use_job_source(runtime.reconciler.views.vgjs)
     metrics.serve(ours.metrics_port)

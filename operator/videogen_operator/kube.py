@@ -18,7 +18,7 @@ import json
 import logging
 import socket
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
@@ -204,25 +204,24 @@ class Kube:
         )
         return dict(obj) if obj is not None else None
 
-    def list_vgjs(self, namespaces: list[str] | None, page: int = 500) -> list[dict[str, Any]]:
-        """Every VideoGenJob (cluster-wide with None, else in each namespace), in pages: the
-        operator's start-up listing (views.py says why it is not kopf's)."""
+    def list_vgjs(self, namespaces: list[str] | None, page: int = 500) -> Iterator[list[dict[str, Any]]]:
+        """Every VideoGenJob (cluster-wide with None, else in each namespace), one page at a time (the
+        caller keeps what it needs of each, so thousands of whole objects are never held at once):
+        the operator's start-up listing (views.py says why it is not kopf's)."""
         bases = (
             [f"/apis/{api.GROUP}/{api.VERSION}/{api.PLURAL}"]
             if namespaces is None
             else [f"/apis/{api.GROUP}/{api.VERSION}/namespaces/{quote(ns, safe='')}/{api.PLURAL}" for ns in namespaces]
         )
-        items: list[dict[str, Any]] = []
         for base in bases:
             token = ""
             while True:
                 query = urlencode({"limit": page, **({"continue": token} if token else {})})
                 found = self._request("GET", f"{base}?{query}")
-                items.extend(found.get("items") or [])
+                yield list(found.get("items") or [])
                 token = str((found.get("metadata") or {}).get("continue") or "")
                 if not token:
                     break
-        return items
 
     def patch_vgj_status(
         self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None

@@ -229,13 +229,15 @@ class Views:
             self._own_writes[key] = _rv(body)
             self._observe(body, deleted=False)
 
-    def load_vgjs(self, listed: Iterable[Mapping[str, Any]]) -> None:
-        """The start-up listing of every VideoGenJob (paginated, before any handler acts): with it the
-        first admission pass sees every job that holds a GPU. Events already applied win over it
-        (newer resourceVersion, or a deletion the listing predates)."""
+    def load_vgjs(self, pages: Iterable[Iterable[Mapping[str, Any]]]) -> None:
+        """The start-up listing of every VideoGenJob, page by page (before any handler acts): with it
+        the first admission pass sees every job that holds a GPU. Events already applied win over
+        it (newer resourceVersion, or a deletion the listing predates)."""
+        for page in pages:
+            with self._guard:
+                for body in page:
+                    self._store(body)
         with self._guard:
-            for body in listed:
-                self._store(body)
             self._tombstones = None
 
     def apply_vgj_event(self, body: Mapping[str, Any], *, deleted: bool = False) -> None:

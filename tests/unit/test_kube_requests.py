@@ -109,3 +109,17 @@ def test_a_grant_secret_is_deleted_by_name_and_gone_already_is_fine() -> None:
     assert [(m, u) for m, u, _, _ in t.sent] == [
         ("DELETE", "https://api.example:6443/api/v1/namespaces/ns/secrets/a-1234-grant")
     ] * 2
+
+
+def test_the_start_up_listing_comes_page_by_page() -> None:
+    k, t = kube(
+        Answer(200, {"items": [{"n": 1}, {"n": 2}], "metadata": {"continue": "tok+1"}}),
+        Answer(200, {"items": [{"n": 3}], "metadata": {}}),
+    )
+    pages = k.list_vgjs(None, page=2)
+    assert next(pages) == [{"n": 1}, {"n": 2}] and len(t.sent) == 1, "one page in memory at a time"
+    assert list(pages) == [[{"n": 3}]]
+    assert [u for _, u, _, _ in t.sent] == [
+        "https://api.example:6443/apis/videogen.dev/v1alpha1/videogenjobs?limit=2",
+        "https://api.example:6443/apis/videogen.dev/v1alpha1/videogenjobs?limit=2&continue=tok%2B1",
+    ]

@@ -230,10 +230,11 @@ def test_the_views_keep_videogenjobs_from_the_listing_and_the_events() -> None:
     views.apply_vgj_event(body("gone", "8", uid="u-gone"), deleted=True)
     views.load_vgjs(
         [
-            body("early", "3", uid="u-early", phase="Queued"),  # older than the event: the event wins
-            body("gone", "4", uid="u-gone"),  # deleted after it was listed: stays gone
-            body("done", "5", uid="u-done", phase="Succeeded"),
-            body("waiting", "6", uid="u-wait"),
+            [
+                body("early", "3", uid="u-early", phase="Queued"),  # older than the event: the event wins
+                body("gone", "4", uid="u-gone"),  # deleted after it was listed: stays gone
+            ],
+            [body("done", "5", uid="u-done", phase="Succeeded"), body("waiting", "6", uid="u-wait")],
         ]
     )
     assert views.vgj("ns", "early")["metadata"]["resourceVersion"] == "9"  # type: ignore[index]
