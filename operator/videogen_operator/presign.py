@@ -60,8 +60,8 @@ class PartSigner:
         self._path = parts.path or "/"
         self.usable = self.usable and self._sign(self._query) == self._signature
 
-    def _sign(self, query: list[tuple[str, str]]) -> str:
-        canonical = "\n".join(
+    def _canonical(self, query: list[tuple[str, str]]) -> str:
+        return "\n".join(
             [
                 self.method,
                 self._path,
@@ -71,8 +71,13 @@ class PartSigner:
                 "UNSIGNED-PAYLOAD",
             ]
         )
+
+    def _signature_of(self, canonical: str) -> str:
         to_sign = "\n".join([ALGORITHM, self._date, self._scope, hashlib.sha256(canonical.encode()).hexdigest()])
         return hmac.new(self._key, to_sign.encode(), hashlib.sha256).hexdigest()
+
+    def _sign(self, query: list[tuple[str, str]]) -> str:
+        return self._signature_of(self._canonical(query))
 
     def url(self, name: str, value: str) -> str:
         """The first URL with query parameter `name` set to `value`, signed."""
@@ -87,25 +92,14 @@ class PartSigner:
         query = [(k, marker if k == name else v) for k, v in self._query]
         if sum(k == name for k, _ in query) != 1:
             return [self.url(name, v) for v in values]
-        canonical = "\n".join(
-            [
-                self.method,
-                self._path,
-                _canonical_query(query),
-                f"host:{self._parts.netloc}\n",
-                "host",
-                "UNSIGNED-PAYLOAD",
-            ]
-        )
+        canonical = self._canonical(query)
         c_head, c_tail = canonical.split(quote(marker, safe="-_.~"))
         template = urlunsplit(self._parts._replace(query=urlencode(query, quote_via=quote, safe="-_.~")))
         u_head, u_tail = template.split(quote(marker, safe="-_.~"))
-        prefix = f"{ALGORITHM}\n{self._date}\n{self._scope}\n"
         out = []
         for value in values:
             encoded = quote(value, safe="-_.~")
-            digest = hashlib.sha256(f"{c_head}{encoded}{c_tail}".encode()).hexdigest()
-            signature = hmac.new(self._key, f"{prefix}{digest}".encode(), hashlib.sha256).hexdigest()
+            signature = self._signature_of(f"{c_head}{encoded}{c_tail}")
             out.append(f"{u_head}{encoded}{u_tail}&{_SIGNATURE}={signature}")
         return out
 

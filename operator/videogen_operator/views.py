@@ -132,6 +132,11 @@ def vgj_owner_uid(job: Mapping[str, Any]) -> str | None:
     return controller_uid(job.get("metadata") or {}, api.KIND, api.API_VERSION)
 
 
+def _key(body: Mapping[str, Any]) -> VgjKey:
+    meta = body.get("metadata") or {}
+    return (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+
+
 def _rv(obj: Mapping[str, Any] | None) -> int:
     try:
         return int(((obj or {}).get("metadata") or {}).get("resourceVersion") or 0)
@@ -252,7 +257,7 @@ class Views:
 
     def _store(self, body: Mapping[str, Any]) -> None:  # under self._guard
         meta = body.get("metadata") or {}
-        key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        key = _key(body)
         store: Any = self._vgjs
         held = _first(store.get(key))
         gone = (self._tombstones or {}).get(key)
@@ -267,7 +272,7 @@ class Views:
     def _drop(self, body: Mapping[str, Any]) -> bool:  # under self._guard
         """Forget a deleted job; False when the name already belongs to a newer object."""
         meta = body.get("metadata") or {}
-        key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        key = _key(body)
         store: Any = self._vgjs
         held = _first(store.get(key))
         if self._tombstones is not None:
@@ -288,7 +293,7 @@ class Views:
 
     def _observe(self, body: Mapping[str, Any], *, deleted: bool) -> None:  # under self._guard
         meta = body.get("metadata") or {}
-        key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        key = _key(body)
         uid = meta.get("uid")
         phase = (body.get("status") or {}).get("phase")
         if deleted:
@@ -306,8 +311,7 @@ class Views:
 
     def is_own_write(self, body: Mapping[str, Any]) -> bool:
         """Whether this watch event shows exactly what one of our status writes left (same resourceVersion)."""
-        meta = body.get("metadata") or {}
-        key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        key = _key(body)
         seen = _rv(body)
         with self._guard:
             mine = self._own_writes.get(key)
