@@ -28,6 +28,7 @@ from videogen_api import v1alpha1 as api
 from videogen_operator import kueue, metrics
 from videogen_operator.activity import is_active, own_identity, start_priority
 from videogen_operator.dispatch import Coalescer
+from videogen_operator.heap import HeapTrimmer
 from videogen_operator.kube import Kube, is_transient, load_client_config, may_watch
 from videogen_operator.manifests import OWNER_ANNOTATION
 from videogen_operator.model_reconcile import ModelReconciler
@@ -97,6 +98,7 @@ class Runtime:
         self.last_sweep = time.monotonic()
         self.sweeps = 0
         self.active = False
+        self.heap = HeapTrimmer()
 
     def _work(self, key: Hashable) -> None:
         if key == ADMISSION:
@@ -167,6 +169,9 @@ class Runtime:
                 log.exception("periodic sweep failed")
             else:
                 self.last_sweep = time.monotonic()
+            # In every replica (a standby holds the views too): what start-up and bursts freed
+            # goes back to the system instead of staying in RSS (heap.py).
+            await asyncio.to_thread(self.heap.maybe_trim)
             await asyncio.sleep(self.settings.resync_seconds)
 
     def sweep_age(self) -> float:
