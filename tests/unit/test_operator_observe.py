@@ -135,11 +135,22 @@ def test_retry_counts_attempts_and_keeps_the_last_failure() -> None:
     assert view.last_failure is not None and view.last_failure.reason == api.Reason.UPLOAD_ERROR
 
 
-def test_a_finished_pod_before_job_completion_is_still_seen() -> None:
+def test_a_pod_that_succeeded_completes_the_job_before_the_job_controller_says_so() -> None:
     view = view_job(
-        job(active=0, succeeded=1), [pod("p1", "Succeeded", {"terminated": {"exitCode": 0, "message": "{}"}})]
+        job(active=0, succeeded=1),
+        [pod("p1", "Succeeded", {"terminated": {"exitCode": 0, "message": json.dumps(RESULT)}})],
     )
-    assert view.finished_pod == "p1" and not view.complete and view.running_pod is None
+    assert view.finished_pod == "p1" and view.complete and view.running_pod is None
+    assert view.result is not None and view.result.output.uri == "s3://b/k.mp4"
+
+
+def test_a_succeeded_pod_does_not_complete_a_job_that_is_failing() -> None:
+    # The Job ran past its deadline as the pod finished: the Job controller's verdict stands.
+    view = view_job(
+        job([{"type": "FailureTarget", "status": "True", "reason": "DeadlineExceeded"}], succeeded=1),
+        [pod("p1", "Succeeded", {"terminated": {"exitCode": 0, "message": json.dumps(RESULT)}})],
+    )
+    assert view.failed and not view.complete
 
 
 @pytest.mark.parametrize("code", [c for c in api.ExitCode if c is not api.ExitCode.OK])
