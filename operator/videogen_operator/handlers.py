@@ -33,7 +33,7 @@ from videogen_operator.kube import Kube, is_transient, load_client_config, may_w
 from videogen_operator.manifests import OWNER_ANNOTATION
 from videogen_operator.model_reconcile import ModelReconciler
 from videogen_operator.phases import now_utc
-from videogen_operator.reconcile import Reconciler, needs_finalizer_work
+from videogen_operator.reconcile import Reconciler, job_finished, needs_finalizer_work
 from videogen_operator.results import ObjectStore
 from videogen_operator.settings import OperatorSettings, load_settings
 from videogen_operator.views import Views, controller_uid, slim_job, slim_model, slim_pod, vgj_owner_uid
@@ -375,9 +375,14 @@ def _owner_key(body: kopf.Body) -> tuple[str, str] | None:
 
 @kopf.on.event("batch", "v1", "jobs", labels=RUNNER_LABELS)
 async def job_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    runtime = _runtime(memo)
     key = _owner_key(body)
-    if key:
-        await _runtime(memo).dispatch.kick(key)
+    kicks = [runtime.dispatch.kick(key)] if key else []
+    if job_finished(body):
+        # A finished Job frees its GPU slot, and its owner may have gone Succeeded already (on the
+        # pod's exit 0, before this): the queue moves now, not at the next sweep.
+        kicks.append(runtime.dispatch.kick(ADMISSION, urgent=True))
+    await asyncio.gather(*kicks)
 
 
 @kopf.on.event("", "v1", "pods", labels=RUNNER_LABELS)

@@ -208,7 +208,8 @@ def _is_kueue_managed(job: dict[str, Any]) -> bool:
     return api.KUEUE_QUEUE_LABEL in ((job.get("metadata") or {}).get("labels") or {})
 
 
-def _job_finished(job: dict[str, Any]) -> bool:
+def job_finished(job: Mapping[str, Any]) -> bool:
+    """The Job controller's verdict is in (Complete or Failed): its pods hold no GPU any more."""
     return any(
         c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
         for c in (job.get("status") or {}).get("conditions") or []
@@ -917,7 +918,7 @@ class Reconciler:
 
     def _holds_gpus(self, job: dict[str, Any]) -> bool:
         meta = job.get("metadata") or {}
-        if _job_finished(job) or (job.get("spec") or {}).get("suspend") or meta.get("deletionTimestamp"):
+        if job_finished(job) or (job.get("spec") or {}).get("suspend") or meta.get("deletionTimestamp"):
             return False
         if _is_kueue_managed(job):
             return False  # Kueue's quota, not ours
