@@ -16,7 +16,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
-import threading
 import time
 from collections.abc import Callable
 
@@ -39,7 +38,8 @@ def _load_malloc_trim() -> Callable[[int], int] | None:
 
 
 class HeapTrimmer:
-    """Calls malloc_trim(0) when asked, at most once per interval (ctypes drops the GIL meanwhile)."""
+    """Calls malloc_trim(0) when asked, at most once per interval (ctypes drops the GIL meanwhile).
+    One caller: the sweep loop."""
 
     def __init__(
         self,
@@ -51,7 +51,6 @@ class HeapTrimmer:
         self._trim = trim if trim is not None else _load_malloc_trim()
         self._clock = clock
         self._last: float | None = None
-        self._lock = threading.Lock()
 
     @property
     def available(self) -> bool:
@@ -61,11 +60,10 @@ class HeapTrimmer:
         """Trim when the last trim is older than the interval; True when it trimmed."""
         if self._trim is None:
             return False
-        with self._lock:
-            now = self._clock()
-            if self._last is not None and now - self._last < self.interval:
-                return False
-            self._last = now
+        now = self._clock()
+        if self._last is not None and now - self._last < self.interval:
+            return False
+        self._last = now
         started = time.perf_counter()
         self._trim(0)
         log.debug("heap trimmed", extra={"seconds": round(time.perf_counter() - started, 4)})

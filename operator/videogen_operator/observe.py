@@ -275,18 +275,15 @@ def view_job(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> JobView:
 
     complete = _condition(job, "Complete") or _condition(job, "SuccessCriteriaMet")
     failed = _condition(job, "Failed") or _condition(job, "FailureTarget")
-    if done and not active and not failed:
-        # One completion, restartPolicy Never: the runner pod's exit 0 is the Job's success, which
-        # the Job controller records a moment later. Acting on the pod saves the job a status
-        # write ("finished; recording the result") and its result a wait; the output is still
-        # verified at the spec's location before the job is called Succeeded.
-        complete = complete or {"type": "Complete", "status": "True"}
-    if complete:
+    # One completion, restartPolicy Never: the runner pod's exit 0 is the Job's success, which the
+    # Job controller records a moment later. Acting on the pod saves the job a status write
+    # ("finished; recording the result") and its result a wait; the output is still verified at
+    # the spec's location before the job is called Succeeded.
+    if complete or (done and not active and not failed):
         view.complete = True
-        succeeded = [p for p in ordered if (p.get("status") or {}).get("phase") == "Succeeded"]
-        if succeeded:
-            view.current_pod = succeeded[-1]["metadata"]["name"]
-            view.result, view.result_error = _parse_result(succeeded[-1])
+        if done:
+            view.current_pod = done[-1]["metadata"]["name"]
+            view.result, view.result_error = _parse_result(done[-1])
         else:
             view.result_error = "the runner pod that succeeded is gone; its result could not be read"
     elif failed:
