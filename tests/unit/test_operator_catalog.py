@@ -131,6 +131,7 @@ def test_a_ready_model_starts_the_job_with_its_directory_and_revision_in_the_has
     r.reconcile(NS, "j")
     assert fake.patches == [], "a new job's first write is the admission's"
     settle(r.admit())
+    r.reconcile(NS, "j")  # what the new Job's watch event starts
     assert status_of(r, "j")["reason"] == "PodStarting"
     env = job_env(fake)
     assert env[cat.ENV_MODEL_DIR] == "/models/" + cat.model_dir("wan-tiny", DIGEST_1)
@@ -213,6 +214,7 @@ def test_the_same_model_on_one_gpu_runs() -> None:
     r, fake = setup([vgj("j", model="wan-tiny", resources={"gpus": 1})], [model(architecture=COGVIDEOX)])
     r.reconcile(NS, "j")
     settle(r.admit())
+    r.reconcile(NS, "j")  # what the new Job's watch event starts
     assert status_of(r, "j")["reason"] == "PodStarting"
     assert len(fake.jobs_created()) == 1
 
@@ -238,6 +240,7 @@ def test_a_multi_gpu_job_is_admitted_unless_the_model_is_known_not_to_split(
     )
     r.reconcile(NS, "j")
     settle(r.admit())
+    r.reconcile(NS, "j")  # what the new Job's watch event starts
     assert status_of(r, "j")["reason"] == "PodStarting"
     (job,) = [c for c in fake.created if c["kind"] == "Job"]
     assert job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
@@ -351,6 +354,7 @@ def test_a_model_being_deleted_serves_the_jobs_accepted_before_and_refuses_new_o
     r.reconcile(NS, "older")
     r.reconcile(NS, "newer")
     settle(r.admit())
+    r.reconcile(NS, "older")  # what the new Job's watch event starts
     assert status_of(r, "older")["reason"] == "PodStarting"  # its model's finalizer waits for it
     s = status_of(r, "newer")
     assert (s["phase"], s["reason"]) == ("Failed", "ModelUnavailable")

@@ -180,6 +180,7 @@ def test_a_refused_job_fails_with_the_api_message_and_the_job_behind_it_starts()
     assert ("bad", "Warning", "CreateFailed") in fake.events
     settle(r.admit())  # the terminal transition kicks the next pass
     assert fake.jobs_created() == [manifests.child_name(ref(good))]
+    r.reconcile(NS, "good")  # what the new Job's watch event starts
     assert status_of(r, "good")["reason"] == "PodStarting"
 
 
@@ -215,6 +216,8 @@ def test_a_new_job_under_the_cap_is_written_once_on_its_way_to_the_job() -> None
     assert fake.patches == [] and fake.created == [], "accepted: the admission pass writes its first status"
     settle(r.admit())
     assert [c["kind"] for c in fake.created] == ["ServiceAccount", "Role", "RoleBinding", "Job"]
+    assert fake.patches == [] and fake.events == [], "a starter's work ends at the Job"
+    r.reconcile(NS, "fresh")  # what the new Job's watch event starts
     assert len(fake.patches) == 1, "Pending and the admission go out in one write"
     assert [e[2] for e in fake.events] == ["Created", "PodStarting"]
     s = status_of(r, "fresh")
@@ -257,6 +260,8 @@ def test_a_new_job_whose_spec_changed_after_it_was_accepted_waits_for_its_next_r
     assert fake.created == [] and fake.patches == []
     r.reconcile(NS, "edited")
     settle(r.admit())
+    assert fake.jobs_created() == [manifests.child_name(ref(body))]
+    r.reconcile(NS, "edited")  # what the new Job's watch event starts
     assert status_of(r, "edited")["reason"] == "PodStarting"
 
 
