@@ -25,7 +25,7 @@ import kopf
 
 from videogen_api import catalog as cat
 from videogen_api import v1alpha1 as api
-from videogen_operator import kueue, metrics
+from videogen_operator import heap, kueue, metrics
 from videogen_operator.activity import is_active, own_identity, start_priority
 from videogen_operator.dispatch import Coalescer
 from videogen_operator.heap import HeapTrimmer
@@ -293,6 +293,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: An
     runtime = await asyncio.to_thread(Runtime, ours, asyncio.get_running_loop(), views, identity, priority)
     pages = runtime.reconciler.kube.list_vgjs(None if ours.clusterwide else ours.namespaces)
     await asyncio.to_thread(views.load_vgjs, pages)
+    # What start-up built lives until exit: out of the collector's full passes (heap.py says why).
+    heap.settle_collector()
     memo["runtime"] = runtime
     metrics.use_job_source(runtime.reconciler.views.vgjs)
     metrics.serve(ours.metrics_port)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import sys
+from collections.abc import Iterator
 
 import psutil
 import pytest
@@ -56,3 +58,29 @@ def test_free_pages_below_live_objects_leave_rss() -> None:
     after = proc.memory_info().rss
     assert before - after > 48 * 2**20, (before, after)
     assert all(len(b) == 2048 for b in keep)  # what is still in use is untouched
+
+
+@pytest.fixture
+def collector_restored() -> Iterator[None]:
+    thresholds = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*thresholds)
+
+
+def test_settling_takes_what_lives_out_of_full_collections(collector_restored: None) -> None:
+    # Start-up's long-lived objects: a view of decoded bodies, each a few containers.
+    resident = [
+        {"metadata": {"name": f"j{i}", "labels": {"a": "b"}}, "status": {"phase": "Succeeded"}} for i in range(20_000)
+    ]
+    tracked_before = len(gc.get_objects())
+    frozen = heap.settle_collector()
+    assert frozen >= 3 * len(resident), "every body and its nested dicts are frozen"
+    assert gc.get_threshold() == heap.GC_THRESHOLDS
+    # A full collection no longer walks them ...
+    assert len(gc.get_objects()) < tracked_before - 3 * len(resident)
+    assert not any(o is resident for o in gc.get_objects())
+    # ... and reference counting still frees them: nothing is kept alive by the freeze.
+    probe = resident[0]
+    del resident
+    assert sys.getrefcount(probe) == 2  # only `probe` and the call's argument
