@@ -12,7 +12,7 @@ import sys
 import kopf
 from kopf._core.engines.peering import Identity  # kopf.run takes it; not re-exported
 
-from videogen_operator import handlers  # registers the handlers on import
+from videogen_operator import handlers, watch_json  # handlers register themselves on import
 from videogen_operator.activity import own_identity, start_priority
 from videogen_operator.kube import load_client_config
 from videogen_operator.logs import configure_logging
@@ -31,6 +31,7 @@ def main() -> int:
     identity, priority = own_identity(), start_priority()
     load_client_config()
     handlers.watch_kueue_workloads(settings)
+    watch_json.install()
     kopf.run(
         clusterwide=settings.clusterwide,
         namespaces=settings.namespaces,
