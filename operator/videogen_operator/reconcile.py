@@ -75,11 +75,13 @@ from videogen_operator.views import Views, slim_job, vgj_owner_uid
 
 log = logging.getLogger(__name__)
 Phase = api.Phase
-# Starts under way at once (each is an S3 request and three API round trips: grant Secret, Job,
-# status). Under a burst the API server answers each in 0.1-0.3 s, so the starters' round trips,
-# not the CPU, bound how fast Jobs appear: with 8 the benchmark's 1,000-job burst saw about 10 Jobs/s
-# and p99 create -> Job 69 s, with 32 about 17/s and 11 s (bench/results, 1,000 resident).
-ADMIT_PARALLELISM = 32
+# Starts under way at once (each is an S3 request and two API round trips: the grant Secret, the
+# Job). Under a burst the API server answers each in 0.2-0.6 s, so the starters' round trips, not
+# the operator's CPU, bound how fast Jobs appear. 1,000 resident + 1,000 burst (bench/results):
+# 8 starters, about 10 Jobs/s and p99 create -> Job 69 s; 32, about 17/s and 11 s (each start also
+# wrote its status then); 32 starting only, the starters' queue still added up to 3 s at the burst's
+# head; 64, no queue (admitted -> started p99 0.1 s) and p50/p99 3.0/5.3 s -> 1.8/3.5 s.
+ADMIT_PARALLELISM = 64
 Reason = api.Reason
 
 
