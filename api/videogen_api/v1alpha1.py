@@ -305,7 +305,7 @@ ENV_OUTPUT_BUCKET: Final = "VIDEOGEN_OUTPUT_BUCKET"
 ENV_OUTPUT_KEY: Final = "VIDEOGEN_OUTPUT_KEY"
 ENV_TERMINATION_LOG: Final = "VIDEOGEN_TERMINATION_LOG"
 ENV_MODEL_CACHE: Final = "VIDEOGEN_MODEL_CACHE"
-# The per-job grant (presigned URLs, JSON; see TransferGrant) and the addresses the runner must not fetch from.
+# The per-job grant (presigned URLs, JSON; its part URLs: videogen_api.grant) and the addresses the runner must not fetch from.
 ENV_GRANT: Final = "VIDEOGEN_GRANT"
 ENV_BLOCKED_CIDRS: Final = "VIDEOGEN_BLOCKED_CIDRS"
 GRANT_SECRET_KEY: Final = "grant.json"

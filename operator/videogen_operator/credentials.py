@@ -21,11 +21,13 @@ import math
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from videogen_api import grant as grant_format
 from videogen_api import v1alpha1 as api
 from videogen_operator import policy
 from videogen_operator.settings import OperatorSettings
 
-GRANT_VERSION = 1
+# 2: the multipart part URLs may come as a template and signatures (videogen_api.grant).
+GRANT_VERSION = 2
 CONTENT_TYPES = {
     api.OutputFormat.MP4: "video/mp4",
     api.OutputFormat.WEBM: "video/webm",
@@ -122,7 +124,7 @@ def build_grant(
         grant["multipart"] = {
             "uploadId": upload_id,
             "partBytes": part,
-            "parts": store.presign_parts(where.bucket, where.key, upload_id, count, seconds),
+            **grant_format.compact(store.presign_parts(where.bucket, where.key, upload_id, count, seconds)),
             "complete": {
                 "url": store.presign_op("complete_multipart_upload", seconds, IfNoneMatch="*", **common),
                 "headers": {"If-None-Match": "*", "Content-Type": "application/xml"},

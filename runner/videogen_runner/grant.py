@@ -26,6 +26,7 @@ from xml.sax.saxutils import escape
 import urllib3
 from botocore.exceptions import ClientError
 
+from videogen_api import grant as grant_format
 from videogen_api import v1alpha1 as api
 
 from .errors import InvalidInputError, UploadError, one_line
@@ -164,7 +165,7 @@ class PresignedClient:
         size = path.stat().st_size
         multipart = self.grant.get("multipart")
         if multipart and key == self.grant["video"]["key"] and size > int(multipart["partBytes"]):
-            if math.ceil(size / int(multipart["partBytes"])) <= len(multipart["parts"]):
+            if math.ceil(size / int(multipart["partBytes"])) <= len(grant_format.part_urls(multipart)):
                 return self._multipart(path, bucket, key, sha256, multipart)
             if size > SINGLE_PUT_LIMIT:
                 raise UploadError(f"s3://{bucket}/{key}: {size} bytes is more than this job's grant can upload")
@@ -178,7 +179,7 @@ class PresignedClient:
         part_bytes = int(multipart["partBytes"])
         etags: list[str] = []
         with path.open("rb") as fh:
-            for number, url in enumerate(multipart["parts"], start=1):
+            for number, url in enumerate(grant_format.part_urls(multipart), start=1):
                 chunk = fh.read(part_bytes)
                 if not chunk:
                     break

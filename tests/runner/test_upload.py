@@ -279,6 +279,8 @@ class TestGrantedUploads:
     ) -> None:
         grant = grant_for(s3, bucket, monkeypatch, multipart=True)
         assert grant["multipart"]["partBytes"] == 5 * 1024 * 1024
+        # The part URLs travel as a template and signatures (videogen_api.grant), expanded here.
+        assert "parts" not in grant["multipart"] and len(grant["multipart"]["partSignatures"]) >= 3
         key = grant["video"]["key"]
         path = video_file(tmp_path, size=11 * 1024 * 1024)
         uploaded = put(granted(grant), path, bucket, key)
