@@ -84,10 +84,10 @@ def is_refusal(err: BaseException) -> bool:
     )
 
 
-# Reconciles (32 routine + 8 urgent threads), admissions (32) and event posts (EVENT_LANES) run at
+# Reconciles (32 routine + 8 urgent threads), starters (64) and event posts (EVENT_LANES) run at
 # once: one pooled connection each. A smaller pool discards and reopens connections under load, and
-# each new one costs a TLS handshake on the operator's CPU.
-CONNECTION_POOL_SIZE = 80
+# each new one costs a TLS handshake on the operator's CPU and the API server's.
+CONNECTION_POOL_SIZE = 112
 
 
 def load_client_config() -> None:

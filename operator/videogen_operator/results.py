@@ -81,9 +81,9 @@ class ObjectStore:
                 retries={"max_attempts": 3, "mode": "standard"},
                 connect_timeout=5,
                 read_timeout=30,
-                # As many as the threads that admit and verify at once (boto3's default of 10 would
-                # discard and reopen connections in a burst).
-                max_pool_connections=48,
+                # As many as the threads that start (64) and verify (32 reconciles) at once: boto3's
+                # default of 10 would discard and reopen connections in a burst.
+                max_pool_connections=96,
                 request_checksum_calculation="when_required",
                 response_checksum_validation="when_required",
             ),

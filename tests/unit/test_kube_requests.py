@@ -123,3 +123,17 @@ def test_the_start_up_listing_comes_page_by_page() -> None:
         "https://api.example:6443/apis/videogen.dev/v1alpha1/videogenjobs?limit=2",
         "https://api.example:6443/apis/videogen.dev/v1alpha1/videogenjobs?limit=2&continue=tok%2B1",
     ]
+
+
+def test_every_thread_that_calls_the_api_server_at_once_has_a_pooled_connection() -> None:
+    # A request beyond the pool opens a connection that is discarded afterwards: under a burst each
+    # costs a TLS handshake on both sides. The S3 pool covers the starters and the reconciles.
+    from videogen_operator import dispatch, handlers, kube, reconcile
+    from videogen_operator.results import ObjectStore
+    from videogen_operator.settings import OperatorSettings
+
+    at_once = handlers.RECONCILE_THREADS + dispatch.URGENT_THREADS + reconcile.ADMIT_PARALLELISM + kube.EVENT_LANES
+    assert at_once <= kube.CONNECTION_POOL_SIZE
+
+    store = ObjectStore(OperatorSettings(s3_bucket="videos", s3_endpoint="http://127.0.0.1:1"))
+    assert store._s3.meta.config.max_pool_connections >= reconcile.ADMIT_PARALLELISM + handlers.RECONCILE_THREADS
