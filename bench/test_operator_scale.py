@@ -13,7 +13,9 @@ Running and then Succeeded with a runner result, as the runner would.
    log (the operator and the submitter have audited users of their own). The latency runs
    from the API server's answer to the VideoGenJob's create to its answer to the operator's
    create of the Job, both on the API server's clock: a busy benchmark process (it also
-   plays the GPU node) cannot skew it.
+   plays the GPU node) cannot skew it. The breakdown splits it: the API server's own watch
+   delivery (a plain watcher in a process of its own, videogen_devcluster/watchtimer.py), the
+   way to the operator's first request for the job, and the start's requests.
 
 Sizes: VIDEOGEN_BENCH_RESIDENT (default 5000) and VIDEOGEN_BENCH_BURST (default 1000);
 VIDEOGEN_BENCH_RATE paces the submissions (jobs per second; default 0, all at once).
@@ -28,6 +30,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -45,6 +49,7 @@ from videogen_devcluster.fastnode import FAST_NODE_LABEL, FastGpuNode
 from videogen_devcluster.kubeapi import new_client
 from videogen_devcluster.operator_process import OperatorProcess, free_port
 from videogen_devcluster.s3 import S3Server
+from videogen_devcluster.watchtimer import read as read_watch_times
 
 RESULTS = Path(__file__).parent / "results"
 RESIDENT = int(os.environ.get("VIDEOGEN_BENCH_RESIDENT", "5000"))
@@ -92,6 +97,8 @@ def test_operator_scale(tmp_path: Path) -> None:
     s3.start()
     node: FastGpuNode | None = None
     op: OperatorProcess | None = None
+    watcher: subprocess.Popen[bytes] | None = None
+    watch_times = tmp_path / "watch-times.txt"
     admin = new_client(cp.kubeconfig_path)
     submitter = new_client(cp.submitter_kubeconfig_path)
     try:
@@ -186,6 +193,17 @@ def test_operator_scale(tmp_path: Path) -> None:
         startup_requests = cp.count_requests()
         cpu_before = sum(proc.cpu_times()[:2])
 
+        # A plain watcher in a process of its own: when the API server delivers each new job's
+        # event, apart from what the operator does with it (watchtimer.py).
+        watcher = subprocess.Popen(
+            [sys.executable, "-m", "videogen_devcluster.watchtimer", str(cp.kubeconfig_path), str(watch_times)]
+        )
+        listed = time.monotonic() + 120
+        while (not watch_times.exists() or len(watch_times.read_text().splitlines()) < RESIDENT) and (
+            time.monotonic() < listed
+        ):
+            time.sleep(0.5)
+
         # ---- 2. the burst
         offset = cp.audit_offset()
         submit_api = client.CustomObjectsApi(submitter)
@@ -232,9 +250,13 @@ def test_operator_scale(tmp_path: Path) -> None:
         requests = cp.count_requests(since=offset)
         vgjs_created = cp.completed_at(SUBMITTER_USER, "create", api.PLURAL, since=offset)
         jobs_created = cp.completed_at(AUDITED_USER, "create", "jobs", since=offset)
+        grants_asked = cp.completed_at(AUDITED_USER, "create", "secrets", since=offset, received=True)
         rss_after = proc.memory_info().rss
         logs_tail = op.logs()[-3000:]
     finally:
+        if watcher is not None:
+            watcher.terminate()
+            watcher.wait(timeout=30)
         if op is not None:
             op.stop()
         if node is not None:
@@ -248,6 +270,24 @@ def test_operator_scale(tmp_path: Path) -> None:
     # A runner Job is named <VideoGenJob name>-<first 8 hex digits of its uid> (manifests.child_name).
     job_at = {(ns, job.rpartition("-")[0]): t for (ns, job), t in jobs_created.items()}
     latencies = [job_at[k] - t for k, t in vgjs_created.items() if k in job_at]
+    # Where create -> Job goes: the API server's watch delivery (a watcher of our own), the rest of
+    # the way to the operator's first request for the job (its grant Secret, `<job>-<uid8>-grant`),
+    # and that start's requests up to the Job.
+    seen = read_watch_times(watch_times)
+    grant_at = {(ns, secret.rsplit("-", 2)[0]): t for (ns, secret), t in grants_asked.items()}
+    delivery = [seen[k] - t for k, t in vgjs_created.items() if k in seen]
+    to_request = [grant_at[k] - t for k, t in vgjs_created.items() if k in grant_at]
+    start_requests = [job_at[k] - grant_at[k] for k in vgjs_created if k in grant_at and k in job_at]
+
+    def spread(values: list[float]) -> dict[str, float | int | None]:
+        if not values:
+            return {"p50": None, "p99": None, "jobs_measured": 0}
+        return {
+            "p50": round(statistics.median(values), 3),
+            "p99": round(percentile(values, 99), 3),
+            "jobs_measured": len(values),
+        }
+
     by_verb: Counter[str] = Counter()
     for (verb, _resource), n in requests.items():
         by_verb[verb] += n
@@ -275,6 +315,20 @@ def test_operator_scale(tmp_path: Path) -> None:
             "max": round(max(latencies), 3) if latencies else None,
             "jobs_measured": len(latencies),
             "measured": "API server audit log: its answer to each VideoGenJob's create → its answer to the Job's create",
+            "breakdown": {
+                "watch_delivery": {
+                    **spread(delivery),
+                    "measured": "its answer to the create → a plain watcher process reads the ADDED event",
+                },
+                "to_the_operators_first_request": {
+                    **spread(to_request),
+                    "measured": "its answer to the create → it receives the operator's create of the grant Secret",
+                },
+                "grant_secret_and_job_requests": {
+                    **spread(start_requests),
+                    "measured": "it receives the grant Secret's create → its answer to the Job's create",
+                },
+            },
         },
         "api_requests_per_job": round(total_requests / BURST, 2),
         "api_requests_per_job_by_verb": {v: round(n / BURST, 2) for v, n in sorted(by_verb.items())},

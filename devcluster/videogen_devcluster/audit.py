@@ -122,9 +122,12 @@ class AuditedControlPlane(ControlPlane):
                 if isinstance(event, dict) and (event.get("user") or {}).get("username") == user:
                     yield event
 
-    def completed_at(self, user: str, verb: str, resource: str, since: int = 0) -> dict[tuple[str, str], float]:
+    def completed_at(
+        self, user: str, verb: str, resource: str, since: int = 0, *, received: bool = False
+    ) -> dict[tuple[str, str], float]:
         """(namespace, name) -> when the API server answered `user`'s successful `verb` of that
-        `resource` (its stageTimestamp at ResponseComplete, seconds since the epoch); the first one."""
+        `resource` (its stageTimestamp at ResponseComplete, seconds since the epoch); the first one.
+        `received`: when the API server received that request instead."""
         out: dict[tuple[str, str], float] = {}
         for event in self._events(since, user):
             ref = event.get("objectRef") or {}
@@ -133,7 +136,8 @@ class AuditedControlPlane(ControlPlane):
                 continue
             if not 200 <= code < 300 or not ref.get("name"):
                 continue
-            stamp = datetime.fromisoformat(str(event["stageTimestamp"]).replace("Z", "+00:00")).timestamp()
+            field = "requestReceivedTimestamp" if received else "stageTimestamp"
+            stamp = datetime.fromisoformat(str(event[field]).replace("Z", "+00:00")).timestamp()
             out.setdefault((str(ref.get("namespace") or ""), str(ref["name"])), stamp)
         return out
 
