@@ -7,8 +7,8 @@ Running and then Succeeded with a runner result, as the runner would.
 
 1. RESIDENT finished VideoGenJobs are created first (their status set to Succeeded), then
    the operator starts: its RSS with them in its views is recorded once it is idle.
-2. BURST new VideoGenJobs are created at once (spread over a few namespaces, no cap, so
-   every job is "under the cap"): create→Job latency, time until every one is Succeeded,
+2. BURST new VideoGenJobs are created at once (spread over a few namespaces; by default no
+   cap, so every job is "under the cap"): create→Job latency, time until every one is Succeeded,
    and every request the operator made in between, all read from the API server's audit
    log (the operator and the submitter have audited users of their own). The latency runs
    from the API server's answer to the VideoGenJob's create to its answer to the operator's
@@ -16,6 +16,11 @@ Running and then Succeeded with a runner result, as the runner would.
    plays the GPU node) cannot skew it. The breakdown splits it: the API server's own watch
    delivery (a plain watcher in a process of its own, videogen_devcluster/watchtimer.py), the
    way to the operator's first request for the job, and the start's requests.
+
+With VIDEOGEN_BENCH_CAP=N the operator holds at most N GPUs (maxRunning; one per job): the
+latency is then that of the jobs under the cap (created while fewer than N jobs ahead of them in
+the queue were unfinished), the rest are reported apart, with how fast a freed GPU goes to the
+next waiting job and how busy the cap's GPUs stayed while jobs waited.
 
 Sizes: VIDEOGEN_BENCH_RESIDENT (default 5000) and VIDEOGEN_BENCH_BURST (default 1000);
 VIDEOGEN_BENCH_RATE paces the submissions (jobs per second; default 0, all at once).
@@ -57,6 +62,8 @@ BURST = int(os.environ.get("VIDEOGEN_BENCH_BURST", "1000"))
 # 0: the burst is submitted as fast as 8 client threads can; N: paced at N jobs per second (the
 # latency the operator adds when it is not behind, as opposed to the queue a burst builds up).
 RATE = float(os.environ.get("VIDEOGEN_BENCH_RATE", "0"))
+# The operator's cap on GPUs held at once (maxRunning; every bench job holds one); 0: no cap.
+CAP = int(os.environ.get("VIDEOGEN_BENCH_CAP", "0"))
 RESULT_FILE = os.environ.get("VIDEOGEN_BENCH_RESULT", "operator-scale.json")
 NAMESPACES = 4
 BUCKET = "videos"
@@ -172,7 +179,7 @@ def test_operator_scale(tmp_path: Path) -> None:
             "VIDEOGEN_OPERATOR_NAMESPACE": "videogen-system",
             "VIDEOGEN_S3_ENDPOINT": s3.endpoint_url,
             "VIDEOGEN_S3_BUCKET": BUCKET,
-            "VIDEOGEN_MAX_RUNNING": "0",
+            "VIDEOGEN_MAX_RUNNING": str(CAP),
             # The jobs name their model by URI (no catalog: the fast node runs no loader).
             "VIDEOGEN_ALLOW_UNLISTED_MODELS": "true",
             "VIDEOGEN_DEFAULT_NODE_SELECTOR": json.dumps({FAST_NODE_LABEL: "true"}),
@@ -230,11 +237,15 @@ def test_operator_scale(tmp_path: Path) -> None:
             list(pool.map(submit, range(BURST)))
         submitted = time.monotonic() - burst_start
 
+        creation_stamps: dict[tuple[str, str], str] = {}
+
         def phases() -> Counter[str]:
             out: Counter[str] = Counter()
             for ns in namespaces:
-                items = custom.list_namespaced_custom_object(api.GROUP, api.VERSION, ns, api.PLURAL)["items"]
+                listed = custom.list_namespaced_custom_object(api.GROUP, api.VERSION, ns, api.PLURAL)
+                items: list[dict[str, Any]] = listed["items"]  # type: ignore[index]
                 out.update((i.get("status") or {}).get("phase") or "None" for i in items)
+                creation_stamps.update(((ns, i["metadata"]["name"]), i["metadata"]["creationTimestamp"]) for i in items)
             return out
 
         deadline = burst_start + DRAIN_TIMEOUT
@@ -251,6 +262,7 @@ def test_operator_scale(tmp_path: Path) -> None:
         vgjs_created = cp.completed_at(SUBMITTER_USER, "create", api.PLURAL, since=offset)
         jobs_created = cp.completed_at(AUDITED_USER, "create", "jobs", since=offset)
         grants_asked = cp.completed_at(AUDITED_USER, "create", "secrets", since=offset, received=True)
+        grants_dropped = cp.completed_at(AUDITED_USER, "delete", "secrets", since=offset)
         rss_after = proc.memory_info().rss
         logs_tail = op.logs()[-3000:]
     finally:
@@ -269,15 +281,48 @@ def test_operator_scale(tmp_path: Path) -> None:
     assert len(vgjs_created) == BURST, f"the audit log names {len(vgjs_created)} of {BURST} creates"
     # A runner Job is named <VideoGenJob name>-<first 8 hex digits of its uid> (manifests.child_name).
     job_at = {(ns, job.rpartition("-")[0]): t for (ns, job), t in jobs_created.items()}
-    latencies = [job_at[k] - t for k, t in vgjs_created.items() if k in job_at]
+    # Under the cap: when it was created, fewer than CAP jobs ahead of it in the operator's queue
+    # order (creationTimestamp, whole seconds, then namespace and name: queue.order) were
+    # unfinished, so a GPU was free and nothing waiting came first. A job ahead of it may have
+    # been created a moment later in the same second; it is unfinished then and counts. A job
+    # is finished for this once the operator has dropped its grant Secret (on seeing it end).
+    dropped_at = {(ns, secret.rsplit("-", 2)[0]): t for (ns, secret), t in grants_dropped.items()}
+    in_queue_order = sorted(vgjs_created, key=lambda k: (creation_stamps.get(k, ""), k))
+    under_cap = {
+        k
+        for i, k in enumerate(in_queue_order)
+        if CAP == 0 or sum(1 for j in in_queue_order[:i] if dropped_at.get(j, float("inf")) > vgjs_created[k]) < CAP
+    }
+    latencies = [job_at[k] - t for k, t in vgjs_created.items() if k in job_at and k in under_cap]
+    # Under a cap, how fast a freed GPU goes to the next waiting job: the i-th grant the operator
+    # dropped (a job ended) against the i-th Job made for a job that had waited; and how busy the
+    # cap's GPUs were (Jobs made minus jobs ended, a time-weighted mean) from the first job that had
+    # to wait until the last one got its Job.
+    waited_jobs = sorted(t for k, t in job_at.items() if k in vgjs_created and k not in under_cap)
+    refills = [j - r for j, r in zip(waited_jobs, sorted(dropped_at.values()), strict=False)]
+    slots_busy: float | None = None
+    if CAP and waited_jobs:
+        steps = sorted([(t, 1) for t in job_at.values()] + [(t, -1) for t in dropped_at.values()])
+        first_wait = min(vgjs_created[k] for k in vgjs_created if k not in under_cap)
+        busy = area = 0.0
+        held, last = 0, steps[0][0]
+        for t, change in steps:
+            if t > first_wait and last < waited_jobs[-1]:
+                span = min(t, waited_jobs[-1]) - max(last, first_wait)
+                if span > 0:
+                    busy += min(held, CAP) * span
+                    area += CAP * span
+            held, last = held + change, t
+        slots_busy = round(busy / area, 3) if area else None
+    queued_latencies = [job_at[k] - t for k, t in vgjs_created.items() if k in job_at and k not in under_cap]
     # Where create -> Job goes: the API server's watch delivery (a watcher of our own), the rest of
     # the way to the operator's first request for the job (its grant Secret, `<job>-<uid8>-grant`),
     # and that start's requests up to the Job.
     seen = read_watch_times(watch_times)
     grant_at = {(ns, secret.rsplit("-", 2)[0]): t for (ns, secret), t in grants_asked.items()}
-    delivery = [seen[k] - t for k, t in vgjs_created.items() if k in seen]
-    to_request = [grant_at[k] - t for k, t in vgjs_created.items() if k in grant_at]
-    start_requests = [job_at[k] - grant_at[k] for k in vgjs_created if k in grant_at and k in job_at]
+    delivery = [seen[k] - t for k, t in vgjs_created.items() if k in seen and k in under_cap]
+    to_request = [grant_at[k] - t for k, t in vgjs_created.items() if k in grant_at and k in under_cap]
+    start_requests = [job_at[k] - grant_at[k] for k in under_cap if k in grant_at and k in job_at]
 
     def spread(values: list[float]) -> dict[str, float | int | None]:
         if not values:
@@ -306,7 +351,7 @@ def test_operator_scale(tmp_path: Path) -> None:
             "resident_jobs": RESIDENT,
             "burst_jobs": BURST,
             "namespaces": NAMESPACES,
-            "cap": "none",
+            "cap": CAP or "none",
             "submitted_per_second": RATE or "as fast as 8 client threads can",
         },
         "create_to_job_seconds": {
@@ -315,6 +360,7 @@ def test_operator_scale(tmp_path: Path) -> None:
             "max": round(max(latencies), 3) if latencies else None,
             "jobs_measured": len(latencies),
             "measured": "API server audit log: its answer to each VideoGenJob's create → its answer to the Job's create",
+            "which_jobs": "every job" if CAP == 0 else f"jobs created while fewer than {CAP} were ahead and unfinished",
             "breakdown": {
                 "watch_delivery": {
                     **spread(delivery),
@@ -330,6 +376,15 @@ def test_operator_scale(tmp_path: Path) -> None:
                 },
             },
         },
+        "queued_create_to_job_seconds": {
+            **spread(queued_latencies),
+            "measured": "the same, for the jobs that had to wait for a GPU under the cap",
+        },
+        "freed_gpu_to_next_job_seconds": {
+            **spread(refills),
+            "measured": "the i-th grant dropped (a job ended) → the i-th Job made for a job that had waited",
+        },
+        "cap_gpus_busy_while_jobs_waited": slots_busy,
         "api_requests_per_job": round(total_requests / BURST, 2),
         "api_requests_per_job_by_verb": {v: round(n / BURST, 2) for v, n in sorted(by_verb.items())},
         "api_requests_by_verb_and_resource": {f"{v} {r}": n for (v, r), n in sorted(requests.items())},

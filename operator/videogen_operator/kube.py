@@ -84,10 +84,10 @@ def is_refusal(err: BaseException) -> bool:
     )
 
 
-# Reconciles (32 routine + 8 urgent threads), starters (64) and event posts (EVENT_LANES) run at
-# once: one pooled connection each. A smaller pool discards and reopens connections under load, and
+# Reconciles (32 routine + 8 urgent threads), starters (64), queue-status writers (8) and event
+# posts (EVENT_LANES) run at once: one pooled connection each. A smaller pool discards and reopens connections under load, and
 # each new one costs a TLS handshake on the operator's CPU and the API server's.
-CONNECTION_POOL_SIZE = 112
+CONNECTION_POOL_SIZE = 120
 
 
 def load_client_config() -> None:

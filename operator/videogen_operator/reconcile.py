@@ -82,6 +82,13 @@ Phase = api.Phase
 # wrote its status then); 32 starting only, the starters' queue still added up to 3 s at the burst's
 # head; 64, no queue (admitted -> started p99 0.1 s) and p50/p99 3.0/5.3 s -> 1.8/3.5 s.
 ADMIT_PARALLELISM = 64
+# Queue-status writes (a waiting job's first status, its exact position) under way at once. They
+# run beside the admission pass, not in it: written one after another inside the pass, a burst's
+# 900 first statuses held the pass (and so every freed GPU) for minutes (bench/results, capped run).
+QUEUE_WRITERS = 8
+# A queue-status write waits at most this long while starts are under way: the CPU and the API
+# server's answers go to the Jobs first (as routine reconciles wait for urgent ones, dispatch.py).
+START_HOLD_SECONDS = 2.0
 Reason = api.Reason
 
 
@@ -239,6 +246,15 @@ class Reconciler:
         self._locks_guard = threading.Lock()
         self._admission_lock = threading.Lock()
         self._starter = concurrent.futures.ThreadPoolExecutor(max_workers=ADMIT_PARALLELISM, thread_name_prefix="admit")
+        self._queue_writer = concurrent.futures.ThreadPoolExecutor(
+            max_workers=QUEUE_WRITERS, thread_name_prefix="queue"
+        )
+        # Waiting jobs whose queue status is to be written: the latest pass's (position, exact, per
+        # namespace cap). One write per job at a time; a newer pass only updates what it will write.
+        self._positions_due: dict[tuple[str, str], tuple[int, int, int]] = {}
+        self._positions_guard = threading.Lock()
+        self._no_starts = threading.Event()  # set while no start is under way
+        self._no_starts.set()
         self.catalog = CatalogAccess(kube, settings)
         self._last_write: dict[tuple[str, str], float] = {}
         # New jobs a reconcile accepted and handed to admission before any status write:
@@ -821,7 +837,10 @@ class Reconciler:
 
         The starts run on the starter pool, first admitted first started, and the pass does
         not wait for them (the next pass counts them): a burst's jobs start one after another
-        instead of each waiting for its whole batch. Returns the starts it launched."""
+        instead of each waiting for its whole batch. The waiting jobs' queue statuses are written
+        on a pool of their own, after the starts and outside the pass, so a pass takes
+        milliseconds however many jobs wait: a freed GPU is handed on at once. Returns what it
+        launched: the starts, and the queue-status writes it scheduled."""
         launched: list[concurrent.futures.Future[None]] = []
         with self._admission_lock:
             # Read before the Jobs: a start that ends in between has put its Job in view already.
@@ -880,14 +899,50 @@ class Reconciler:
             gpus_of = {w.key: w.gpus for w in waiting}
             for key in plan.admit:
                 self._launching[key] = (uids[key], key[0], gpus_of[key])
+                self._no_starts.clear()
                 launched.append(self._starter.submit(self._start_admitted, key, jobs_by_owner))
             exact = self.settings.queue_positions_exact
             for key, position in plan.positions.items():
-                try:
-                    self._update_position(key, position, exact, per_ns)
-                except Exception as err:
-                    log.warning("queue position of %s/%s not written: %s", key[0], key[1], err)
+                if self._position_needs_write(key, position, exact):
+                    scheduled = self._schedule_position(key, (position, exact, per_ns))
+                    if scheduled is not None:
+                        launched.append(scheduled)
         return launched
+
+    def _position_needs_write(self, key: tuple[str, str], position: int, exact: int) -> bool:
+        """Whether a waiting job's status does not show this place yet (read from the view)."""
+        found = self.views.vgj(*key)
+        if found is None:
+            return False
+        current = found.get("status") or {}
+        if self._is_fresh(found):
+            return True  # not written yet: this is its first status, whatever its place
+        if position > exact:
+            return current.get("queuePosition") is not None  # leaves the exact range: once
+        return not (current.get("queuePosition") == position and current.get("reason") == Reason.QUEUED)
+
+    def _schedule_position(
+        self, key: tuple[str, str], due: tuple[int, int, int]
+    ) -> concurrent.futures.Future[None] | None:
+        """Have `due` written for `key`; a write already scheduled for it writes this one instead."""
+        with self._positions_guard:
+            pending = key in self._positions_due
+            self._positions_due[key] = due
+        return None if pending else self._queue_writer.submit(self._write_position, key)
+
+    def _write_position(self, key: tuple[str, str]) -> None:
+        self._no_starts.wait(START_HOLD_SECONDS)
+        # What is due is taken under the job's lock: of two writers for one job (a newer pass
+        # scheduled one while a write was under way) the later always writes the newer place.
+        with self._lock(key):
+            with self._positions_guard:
+                due = self._positions_due.pop(key, None)
+            if due is None:
+                return
+            try:
+                self._update_position(key, *due)
+            except Exception as err:  # the next pass that finds it unwritten tries again
+                log.warning("queue position of %s/%s not written: %s", key[0], key[1], err)
 
     def _is_fresh(self, body: dict[str, Any]) -> bool:
         """A new job a reconcile accepted (this very generation of its spec) and left to admission
@@ -917,6 +972,8 @@ class Reconciler:
             log.warning("admitting %s/%s failed, retrying later: %s", key[0], key[1], err)
         finally:
             self._launching.pop(key, None)
+            if not self._launching:
+                self._no_starts.set()
 
     def _holds_gpus(self, job: dict[str, Any]) -> bool:
         meta = job.get("metadata") or {}
@@ -924,6 +981,12 @@ class Reconciler:
             return False
         if _is_kueue_managed(job):
             return False  # Kueue's quota, not ours
+        if any((pod.get("status") or {}).get("phase") == "Succeeded" for pod in self.views.pods_of(job)):
+            # One completion ends a runner Job: its pod has exited and given its GPU back, and no
+            # other comes. The Job controller says Complete only later (behind its own client's
+            # rate limit, 15 s later in the capped benchmark): until then a freed GPU sat idle
+            # while jobs waited, and the queue moved in waves.
+            return False
         # A Job whose pod could not be created holds no GPU, so it must not hold a slot.
         status = job.get("status") or {}
         return bool(status.get("active")) or not self.views.failed_creates(
@@ -972,43 +1035,39 @@ class Reconciler:
 
     def _update_position(self, key: tuple[str, str], position: int, exact: int, per_ns: int) -> None:
         """Exact positions for the first `exact` waiting jobs; behind them, one fixed message
-        (written only when a job leaves the exact range), so an admission costs O(exact) writes."""
+        (written only when a job leaves the exact range), so an admission costs O(exact) writes.
+        Runs under the job's lock, after the pass that computed `position`: a job admitted since
+        is left alone."""
         found = self.views.vgj(*key)
-        if found is None:
+        if found is None or key in self._launching or not self._position_needs_write(key, position, exact):
             return
-        current = found.get("status") or {}
-        has_position = current.get("queuePosition") is not None
-        if self._is_fresh(found):
-            pass  # not written yet: this is its first status, whatever its place
-        elif position > exact and not has_position:
-            return  # already shows "waiting" without a position: nothing to rewrite
-        elif position <= exact and current.get("queuePosition") == position and current.get("reason") == Reason.QUEUED:
+        job = self.views.job_of(str(found["metadata"].get("uid") or ""), manifests.child_name(ref_of(found)))
+        if job is not None and not (job.get("spec") or {}).get("suspend"):
+            return  # admitted and started meanwhile: its reconcile writes what it shows now
+        body = _own_copy(found)
+        status = dict(body.get("status") or {})
+        fresh = self._is_fresh(body)
+        if status.get("phase") not in (Phase.PENDING, Phase.QUEUED) and not fresh:
             return
-        with self._lock(key):
-            found = self.views.vgj(*key)
-            if found is None:
-                return
-            body = _own_copy(found)
-            status = dict(body.get("status") or {})
-            fresh = self._is_fresh(body)
-            if status.get("phase") not in (Phase.PENDING, Phase.QUEUED) and not fresh:
-                return
-            if (body.get("spec") or {}).get("suspend"):
-                return
-            p = _Pass(body, ref_of(body), None, self._fresh.pop(key, (None, ""))[1], self.clock(), status, Outcome())
-            if fresh:
-                _first_sight(p)
-            if position <= exact:
-                base = dict(status, queuePosition=position)
-                message = queue_message(position, self.settings.max_running, per_ns)
-            else:
-                base = dict(status)
-                base.pop("queuePosition", None)
-                message = further_back_message(exact, self.settings.max_running, per_ns)
-            if suspended_since(status) is not None:
-                base = set_suspended(base, False, "resumed; waiting for a GPU slot", p.now, p.generation)
-            # A new position is news to the user even though the phase stays Queued.
-            self._move(p, base, Phase.QUEUED, Reason.QUEUED, message, force=True)
+        if (body.get("spec") or {}).get("suspend"):
+            return
+        # A new job stays fresh until its first status is written: a pass that runs meanwhile still
+        # counts it as waiting, in its place (and schedules its newer place).
+        p = _Pass(body, ref_of(body), None, self._fresh.get(key, (None, ""))[1], self.clock(), status, Outcome())
+        if fresh:
+            _first_sight(p)
+        if position <= exact:
+            base = dict(status, queuePosition=position)
+            message = queue_message(position, self.settings.max_running, per_ns)
+        else:
+            base = dict(status)
+            base.pop("queuePosition", None)
+            message = further_back_message(exact, self.settings.max_running, per_ns)
+        if suspended_since(status) is not None:
+            base = set_suspended(base, False, "resumed; waiting for a GPU slot", p.now, p.generation)
+        # A new position is news to the user even though the phase stays Queued.
+        self._move(p, base, Phase.QUEUED, Reason.QUEUED, message, force=True)
+        self._fresh.pop(key, None)
 
     # ================================================================== errors
 

@@ -132,7 +132,13 @@ def test_every_thread_that_calls_the_api_server_at_once_has_a_pooled_connection(
     from videogen_operator.results import ObjectStore
     from videogen_operator.settings import OperatorSettings
 
-    at_once = handlers.RECONCILE_THREADS + dispatch.URGENT_THREADS + reconcile.ADMIT_PARALLELISM + kube.EVENT_LANES
+    at_once = (
+        handlers.RECONCILE_THREADS
+        + dispatch.URGENT_THREADS
+        + reconcile.ADMIT_PARALLELISM
+        + reconcile.QUEUE_WRITERS
+        + kube.EVENT_LANES
+    )
     assert at_once <= kube.CONNECTION_POOL_SIZE
 
     store = ObjectStore(OperatorSettings(s3_bucket="videos", s3_endpoint="http://127.0.0.1:1"))
