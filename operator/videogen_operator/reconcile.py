@@ -867,6 +867,10 @@ class Reconciler:
                     running[namespace] += gpus
             waiting: list[Waiting] = []
             uids: dict[tuple[str, str], str] = {}
+            bodies: dict[tuple[str, str], dict[str, Any]] = {}
+            # A pass looks at every unfinished job: what many share is worked out once per pass.
+            model_ready: dict[str, bool] = {}
+            created_at: dict[str, datetime] = {}
             for vgj in vgjs:
                 status = vgj.get("status") or {}
                 spec = vgj.get("spec") or {}
@@ -877,7 +881,10 @@ class Reconciler:
                     continue
                 if spec.get("suspend") or spec.get("queueName"):
                     continue
-                if status.get("reason") == Reason.MODEL_NOT_READY or not self._model_ready(spec):
+                model = str(spec.get("model") or "")
+                if model not in model_ready:
+                    model_ready[model] = self._model_ready(spec)
+                if status.get("reason") == Reason.MODEL_NOT_READY or not model_ready[model]:
                     continue  # waits for its catalog model, not for a GPU: no slot, no queue position
                 own_job = jobs_by_owner.get(meta["uid"])
                 if own_job is not None and not (own_job.get("spec") or {}).get("suspend"):
@@ -886,10 +893,14 @@ class Reconciler:
                     continue  # the Job vanished: reconcile reports it
                 resources = spec.get("resources") or {}
                 priority = self.kube.priority_of(resources.get("priorityClassName"))
-                created = parse_time(meta.get("creationTimestamp")) or self.clock()
+                stamp = str(meta.get("creationTimestamp") or "")
+                if stamp not in created_at:
+                    created_at[stamp] = parse_time(stamp or None) or self.clock()
                 gpus = int(resources.get("gpus") or 1)
-                waiting.append(Waiting(meta["namespace"], meta["name"], priority, created, gpus))
-                uids[(meta["namespace"], meta["name"])] = str(meta.get("uid") or "")
+                key = (meta["namespace"], meta["name"])
+                waiting.append(Waiting(key[0], key[1], priority, created_at[stamp], gpus))
+                uids[key] = str(meta.get("uid") or "")
+                bodies[key] = vgj
             per_ns = namespace_cap(
                 self.settings.max_running,
                 self.settings.max_running_per_namespace,
@@ -903,17 +914,14 @@ class Reconciler:
                 launched.append(self._starter.submit(self._start_admitted, key, jobs_by_owner))
             exact = self.settings.queue_positions_exact
             for key, position in plan.positions.items():
-                if self._position_needs_write(key, position, exact):
+                if self._position_needs_write(bodies[key], position, exact):
                     scheduled = self._schedule_position(key, (position, exact, per_ns))
                     if scheduled is not None:
                         launched.append(scheduled)
         return launched
 
-    def _position_needs_write(self, key: tuple[str, str], position: int, exact: int) -> bool:
-        """Whether a waiting job's status does not show this place yet (read from the view)."""
-        found = self.views.vgj(*key)
-        if found is None:
-            return False
+    def _position_needs_write(self, found: dict[str, Any], position: int, exact: int) -> bool:
+        """Whether a waiting job's status (as in the view) does not show this place yet."""
         current = found.get("status") or {}
         if self._is_fresh(found):
             return True  # not written yet: this is its first status, whatever its place
@@ -1039,7 +1047,7 @@ class Reconciler:
         Runs under the job's lock, after the pass that computed `position`: a job admitted since
         is left alone."""
         found = self.views.vgj(*key)
-        if found is None or key in self._launching or not self._position_needs_write(key, position, exact):
+        if found is None or key in self._launching or not self._position_needs_write(found, position, exact):
             return
         job = self.views.job_of(str(found["metadata"].get("uid") or ""), manifests.child_name(ref_of(found)))
         if job is not None and not (job.get("spec") or {}).get("suspend"):
