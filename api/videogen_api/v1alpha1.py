@@ -193,6 +193,7 @@ class Reason(StrEnum):
     RESUMED = "Resumed"
     CANCELLED = "Cancelled"
     RETRYING = "Retrying"
+    GRANT_RENEWED = "GrantRenewed"
     # infrastructure failures lifted from pod state
     UNSCHEDULABLE = "Unschedulable"
     IMAGE_PULL_BACK_OFF = "ImagePullBackOff"

@@ -50,9 +50,10 @@ class Presigner(Protocol):
     def list_model(self, bucket: str, prefix: str) -> dict[str, dict[str, Any]]: ...
 
 
-def grant_lifetime(spec: api.VideoGenJobSpec, settings: OperatorSettings) -> int:
-    """Seconds the URLs live: the job's own deadlines (startup, run, and the longest it may stay
-    suspended before it is cancelled, since a resumed pod reuses the grant), never more than SigV4 allows."""
+def run_lifetime(spec: api.VideoGenJobSpec, settings: OperatorSettings) -> int:
+    """Seconds a run needs its URLs for, from its pod's start: the job's own deadlines (startup, run,
+    and the longest it may stay suspended before it is cancelled, since a resumed pod reuses the
+    grant) and a margin, never more than SigV4 allows."""
     seconds = (
         spec.startup_timeout_seconds
         + spec.timeout_seconds
@@ -60,6 +61,14 @@ def grant_lifetime(spec: api.VideoGenJobSpec, settings: OperatorSettings) -> int
         + settings.presign_margin_seconds
     )
     return min(seconds, api.MAX_PRESIGN_SECONDS)
+
+
+def grant_lifetime(spec: api.VideoGenJobSpec, settings: OperatorSettings) -> int:
+    """Seconds the URLs of a grant issued now live. The run's, and for a Kueue job (spec.queueName)
+    also the wait for Kueue's admission, which has no bound of ours: the Job is made suspended at
+    once and its pod may start hours later. A longer wait renews the grant (Reconciler)."""
+    extra = settings.kueue_grant_wait_seconds if spec.queue_name else 0
+    return min(run_lifetime(spec, settings) + extra, api.MAX_PRESIGN_SECONDS)
 
 
 def raw_size_bound(spec: api.VideoGenJobSpec) -> int:

@@ -545,6 +545,19 @@ class Kube:
             why = err.reason if isinstance(err, ApiException) else str(err)
             log.warning("could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], why)
 
+    def replace(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Write `obj` whole over the object of its name (no resourceVersion: unconditional), or create it."""
+        collection = _COLLECTIONS[obj["kind"]].format(ns=quote(obj["metadata"].get("namespace", ""), safe=""))
+        path = f"{collection}/{quote(obj['metadata']['name'], safe='')}"
+        try:
+            return self._request("PUT", path, obj)
+        except ApiException as err:
+            if err.status != 404:
+                raise
+        created = self.create(obj)
+        # None: made by someone else in between; ours goes over it.
+        return created if created is not None else self._request("PUT", path, obj)
+
     def delete_secret(self, namespace: str, name: str) -> None:
         """Delete a Secret the operator made (a job's grant); gone already is fine."""
         path = f"{_COLLECTIONS['Secret'].format(ns=quote(namespace, safe=''))}/{quote(name, safe='')}"

@@ -49,6 +49,25 @@ class Outputs:
             where = policy.output_location(ref.namespace, ref.name, spec, self.settings, digest)
             self.store.abort_multipart(where.bucket, where.key, grant["multipart"]["uploadId"])
 
+    def renew_grant(self, ref: JobRef, spec: api.VideoGenJobSpec, digest: str, now: datetime) -> datetime | None:
+        """Write a grant issued `now` over the job's Secret (a Job Kueue still holds, no pod yet);
+        when its URLs expire, or None where the operator gives no grants.
+
+        The old Secret is never read (it sits in the tenant's namespace): everything comes from the
+        spec, as for the first grant. A multipart upload of its own is opened, and then any other
+        unfinished upload of the job's key aborted (no pod is running to be using one)."""
+        if self.settings.runner_credentials != "presigned" or self.store is None:
+            return None
+        grant = credentials.build_grant(self.store, ref.namespace, ref.name, ref.uid, spec, self.settings, digest, now)
+        secret = credentials.build_grant_secret(
+            manifests.grant_secret_name(ref), ref.namespace, manifests.child_metadata(ref, digest), grant
+        )
+        self.kube.replace(secret)
+        if "multipart" in grant:
+            where = policy.output_location(ref.namespace, ref.name, spec, self.settings, digest)
+            self.store.abort_multipart(where.bucket, where.key, keep=grant["multipart"]["uploadId"])
+        return datetime.fromisoformat(grant["expiresAt"])
+
     def release(self, ref: JobRef, spec: api.VideoGenJobSpec | None, digest: str) -> None:
         """The job ended: its grant goes, and an unfinished multipart upload is aborted."""
         if self.settings.runner_credentials == "presigned":

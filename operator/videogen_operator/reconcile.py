@@ -28,14 +28,14 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
 from videogen_api import v1alpha1 as api
 from videogen_api.catalog import is_catalog_name
-from videogen_operator import kueue, manifests, metrics
+from videogen_operator import credentials, kueue, manifests, metrics
 from videogen_operator.catalog import ModelDecision, identity_of_job, resolve_job_model
 from videogen_operator.catalog_access import CatalogAccess
 from videogen_operator.kube import Kube, api_message, describe_error, is_refusal
@@ -89,6 +89,8 @@ QUEUE_WRITERS = 8
 # A queue-status write waits at most this long while starts are under way: the CPU and the API
 # server's answers go to the Jobs first (as routine reconciles wait for urgent ones, dispatch.py).
 START_HOLD_SECONDS = 2.0
+# A first grant is issued just before its Job is created, up to this much earlier under load.
+_GRANT_ISSUE_SKEW_SECONDS = 60
 Reason = api.Reason
 
 
@@ -266,6 +268,8 @@ class Reconciler:
         # When a job's timed state needs a look again (time.monotonic()): a pod starting under its
         # startup deadline, a suspension under its grace period. Unset: every sweep.
         self._recheck: dict[tuple[str, str], float] = {}
+        # When the grant this operator last wrote for a Job Kueue holds expires (renewals only).
+        self._grant_expiry: dict[tuple[str, str], datetime] = {}
 
     def _lock(self, key: tuple[str, str]) -> threading.Lock:
         with self._locks_guard:
@@ -283,6 +287,7 @@ class Reconciler:
 
     def _forget(self, key: tuple[str, str]) -> None:
         self._last_write.pop(key, None)
+        self._grant_expiry.pop(key, None)
         self._fresh.pop(key, None)
         self._recheck.pop(key, None)
         self.views.forget_vgj(*key)
@@ -495,6 +500,35 @@ class Reconciler:
             spec.queue_name, p.ref.namespace, kueue_installed=False
         )
 
+    def _renew_grant_if_due(self, p: _Pass, job: dict[str, Any]) -> None:
+        """A Job Kueue holds keeps URLs that last for a run starting now: once what is left of its
+        grant is shorter than a run needs (credentials.run_lifetime), a grant issued now replaces it.
+        Not while a pod of it is alive (it may be using the grant it read)."""
+        if any(
+            (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed") for pod in self.views.pods_of(job)
+        ):
+            return
+        key = (p.ref.namespace, p.ref.name)
+        expires = self._grant_expiry.get(key)
+        if expires is None:
+            # The first grant, issued just before its Job (a restart forgets a renewal: this
+            # renews early, never late).
+            made = parse_time((job.get("metadata") or {}).get("creationTimestamp")) or p.now
+            lifetime = credentials.grant_lifetime(p.spec, self.settings)
+            expires = made + timedelta(seconds=lifetime - _GRANT_ISSUE_SKEW_SECONDS)
+        if (expires - p.now).total_seconds() >= credentials.run_lifetime(p.spec, self.settings):
+            return
+        renewed = self.outputs.renew_grant(p.ref, p.spec, p.digest, p.now)
+        if renewed is None:
+            return
+        self._grant_expiry[key] = renewed
+        self.kube.post_event(
+            p.body,
+            "Normal",
+            Reason.GRANT_RENEWED,
+            f"Kueue still holds the job: its storage URLs were renewed (valid until {iso(renewed)})",
+        )
+
     def _wait_for_kueue(self, p: _Pass, base: dict[str, Any], job: dict[str, Any]) -> None:
         """Kueue holds the Job suspended: say why in Kueue's words, from its Workload's conditions.
 
@@ -648,6 +682,7 @@ class Reconciler:
             if _is_kueue_managed(job):
                 if suspended_since(status) is not None:
                     self.kube.set_job_suspended(p.ref.namespace, base["jobName"], False)
+                self._renew_grant_if_due(p, job)
                 resumed = set_suspended(base, False, "resumed; waiting for Kueue", p.now, p.generation)
                 self._wait_for_kueue(p, resumed, job)
             else:

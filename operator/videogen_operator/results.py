@@ -120,12 +120,15 @@ class ObjectStore:
         created = self._s3.create_multipart_upload(Bucket=bucket, Key=key, ContentType=content_type, Metadata=metadata)
         return str(created["UploadId"])
 
-    def abort_multipart(self, bucket: str, key: str, upload_id: str | None = None) -> int:
-        """Abort the unfinished multipart uploads of exactly this key; return how many."""
+    def abort_multipart(self, bucket: str, key: str, upload_id: str | None = None, *, keep: str | None = None) -> int:
+        """Abort the unfinished multipart uploads of exactly this key (only `upload_id` when given,
+        all but `keep` when given); return how many."""
         aborted = 0
         try:
             listing = self._s3.list_multipart_uploads(Bucket=bucket, Prefix=key)
             for upload in listing.get("Uploads", []):
+                if upload.get("UploadId") == keep:
+                    continue
                 if upload.get("Key") == key and (upload_id is None or upload.get("UploadId") == upload_id):
                     self._s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=str(upload["UploadId"]))
                     aborted += 1

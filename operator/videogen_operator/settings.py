@@ -140,6 +140,16 @@ class OperatorSettings(BaseModel):
     presign_margin_seconds: int = Field(
         300, ge=0, description="Added to a job's startup and run timeouts to bound its presigned URLs' lifetime."
     )
+    kueue_grant_wait_seconds: int = Field(
+        21600,
+        ge=600,
+        le=7 * 24 * 3600,  # SigV4's longest presigned URL
+        description=(
+            "A job with spec.queueName may wait this long for Kueue's admission on one grant: its presigned "
+            "URLs cover the wait as well as its run. While Kueue still holds it, the grant is renewed before "
+            "what is left of it would be too short for the run."
+        ),
+    )
     multipart_threshold_bytes: int = Field(
         256 * 1024 * 1024,
         ge=5 * 1024 * 1024,

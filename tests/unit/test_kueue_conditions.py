@@ -5,15 +5,18 @@ server and Kueue's real Workload CRD). Condition messages are Kueue v0.17's own 
 
 from __future__ import annotations
 
-from datetime import timedelta
+import json
+from datetime import datetime, timedelta
 from typing import Any
 
 from test_operator_views_reconcile import NOW, NS, RecordingApi, ref, setup, stamp, status_of, vgj
+from test_tenancy_policy import FakeStore
 
 from videogen_api import v1alpha1 as api
-from videogen_operator import kueue, manifests
+from videogen_operator import credentials, kueue, manifests
+from videogen_operator.outputs import Outputs
 from videogen_operator.reconcile import Reconciler
-from videogen_operator.views import slim_job
+from videogen_operator.views import slim_job, slim_pod
 
 QUEUE = "gpu-queue"
 INSUFFICIENT = (
@@ -235,7 +238,10 @@ class QueueApi(RecordingApi):
 
 
 def kueue_setup(
-    body: dict[str, Any], *workloads: dict[str, Any]
+    body: dict[str, Any],
+    *workloads: dict[str, Any],
+    fake: QueueApi | None = None,
+    pods: list[dict[str, Any]] | None = None,
 ) -> tuple[Reconciler, QueueApi, dict[str, list[dict[str, Any]]]]:
     """A VideoGenJob whose runner Job Kueue holds suspended, and the Workload index (by Job uid)."""
     job = slim_job(
@@ -254,8 +260,10 @@ def kueue_setup(
     index: dict[str, list[dict[str, Any]]] = {}
     for w in workloads:
         index.setdefault(str(kueue.job_uid_of(w)), []).append(kueue.slim_workload(w))
-    fake = QueueApi()
-    r, _ = setup([body], jobs={body["metadata"]["uid"]: [job]}, api_=fake, workloads=index)
+    fake = fake or QueueApi()
+    r, _ = setup(
+        [body], jobs={body["metadata"]["uid"]: [job]}, pods={"job-uid": pods or []}, api_=fake, workloads=index
+    )
     return r, fake, index
 
 
@@ -317,3 +325,80 @@ def test_a_new_count_waits_for_the_write_interval_but_new_wording_does_not() -> 
     index["job-uid"] = [kueue.slim_workload(inactive)]
     r.reconcile(NS, "kjob")
     assert len(fake.patches) == 2 and status_of(r, "kjob")["message"].endswith("ClusterQueue gpu-cq is inactive")
+
+
+# ----------------------------------------------------------------------------- the grant while Kueue holds the Job
+
+
+class GrantApi(QueueApi):
+    """Records the grant Secrets written over the old one (the Secret is never read)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.replaced: list[dict[str, Any]] = []
+
+    def replace(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self.replaced.append(obj)
+        return obj
+
+
+class RenewingStore(FakeStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.aborted: list[tuple[str, str, str | None]] = []
+
+    def abort_multipart(self, bucket: str, key: str, upload_id: str | None = None, *, keep: str | None = None) -> int:
+        self.aborted.append((bucket, key, keep))
+        return 1
+
+
+def grant_setup(
+    pods: list[dict[str, Any]] | None = None,
+) -> tuple[Reconciler, GrantApi, RenewingStore, int, int]:
+    body = waiting("kjob")
+    held = workload(cond("QuotaReserved", False, "Pending", INSUFFICIENT))
+    r, fake, _ = kueue_setup(body, held, fake=GrantApi(), pods=pods)
+    assert isinstance(fake, GrantApi)
+    store = RenewingStore()
+    r.store = store  # type: ignore[assignment]
+    r.outputs = Outputs(fake, r.settings, store)  # type: ignore[arg-type]
+    spec = api.VideoGenJobSpec.model_validate(body["spec"])
+    return r, fake, store, credentials.grant_lifetime(spec, r.settings), credentials.run_lifetime(spec, r.settings)
+
+
+def at(r: Reconciler, seconds: float) -> datetime:
+    when = NOW + timedelta(seconds=seconds)
+    r.clock = lambda: when
+    return when
+
+
+def test_kueue_holding_a_job_longer_than_its_urls_last_gets_a_grant_issued_now_once() -> None:
+    r, fake, store, lifetime, run = grant_setup()
+    assert lifetime == run + r.settings.kueue_grant_wait_seconds
+    at(r, lifetime - run - 120)  # the Job was made at NOW with its first grant: enough is left
+    r.reconcile(NS, "kjob")
+    assert fake.replaced == []
+    now = at(r, lifetime - run)  # what is left would not last a run that started now
+    r.reconcile(NS, "kjob")
+    assert len(fake.replaced) == 1
+    secret = fake.replaced[0]
+    assert secret["metadata"]["name"] == manifests.grant_secret_name(ref(waiting("kjob")))
+    grant = json.loads(secret["stringData"][api.GRANT_SECRET_KEY])
+    assert grant["expiresAt"] == (now + timedelta(seconds=lifetime)).isoformat()
+    assert store.seconds == {lifetime}
+    upload = grant["multipart"]["uploadId"]
+    assert store.aborted == [("videos", grant["video"]["key"], upload)], "every other upload of its key goes"
+    assert ("kjob", "Normal", "GrantRenewed") in fake.events
+    r.reconcile(NS, "kjob")
+    assert len(fake.replaced) == 1, "the new grant is good for a while: no second write"
+    at(r, 2 * (lifetime - run) + 1)  # waited through the renewed grant too
+    r.reconcile(NS, "kjob")
+    assert len(fake.replaced) == 2
+
+
+def test_a_grant_is_not_replaced_under_a_live_pod() -> None:
+    pod = slim_pod({"metadata": {"name": "p", "namespace": NS}, "status": {"phase": "Running"}})
+    r, fake, _, lifetime, run = grant_setup(pods=[pod])
+    at(r, lifetime - run)
+    r.reconcile(NS, "kjob")
+    assert fake.replaced == []

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -202,6 +202,18 @@ class TestGrant:
     def test_lifetime_is_bounded_by_sigv4(self) -> None:
         s = spec(timeout_seconds=api.MAX_TIMEOUT_SECONDS, startup_timeout_seconds=api.MAX_TIMEOUT_SECONDS)
         assert credentials.grant_lifetime(s, settings()) == api.MAX_PRESIGN_SECONDS
+
+    def test_a_kueue_jobs_first_grant_also_covers_the_wait_for_admission(self) -> None:
+        plain, queued = spec(), spec(queue_name="gpu-queue")
+        run = credentials.run_lifetime(plain, settings())
+        assert run == 8100 and credentials.grant_lifetime(plain, settings()) == run
+        assert credentials.grant_lifetime(queued, settings()) == run + 21600
+        assert credentials.grant_lifetime(queued, settings(kueue_grant_wait_seconds=600)) == run + 600
+        grant, store = self.build(queued)
+        assert store.seconds == {run + 21600}
+        assert grant["expiresAt"] == (self.NOW + timedelta(seconds=run + 21600)).isoformat()
+        with pytest.raises(ValueError, match="kueue_grant_wait_seconds"):
+            settings(kueue_grant_wait_seconds=60)
 
 
 class TestStoreChecksum:
