@@ -142,4 +142,5 @@ def test_every_thread_that_calls_the_api_server_at_once_has_a_pooled_connection(
     assert at_once <= kube.CONNECTION_POOL_SIZE
 
     store = ObjectStore(OperatorSettings(s3_bucket="videos", s3_endpoint="http://127.0.0.1:1"))
-    assert store._s3.meta.config.max_pool_connections >= reconcile.ADMIT_PARALLELISM + handlers.RECONCILE_THREADS
+    s3_at_once = reconcile.ADMIT_PARALLELISM + handlers.RECONCILE_THREADS + dispatch.URGENT_THREADS
+    assert store._s3.meta.config.max_pool_connections >= s3_at_once
