@@ -83,8 +83,7 @@ class ObjectStore:
                 read_timeout=30,
                 # As many as the threads that start (64) and verify or look up the cache (32 routine
                 # and 8 urgent reconciles) at once: boto3's default of 10, or any pool below that sum,
-                # opens a connection for each request past it and closes it after (py-spy saw 4% of a
-                # capped burst's samples opening S3 connections with 96).
+                # opens a connection for each request past it and closes it after.
                 max_pool_connections=112,
                 request_checksum_calculation="when_required",
                 response_checksum_validation="when_required",
