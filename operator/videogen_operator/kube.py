@@ -85,8 +85,9 @@ def is_refusal(err: BaseException) -> bool:
 
 
 # Reconciles (32 routine + 8 urgent threads), starters (64), queue-status writers (8) and event
-# posts (EVENT_LANES) run at once: one pooled connection each. A smaller pool discards and reopens connections under load, and
-# each new one costs a TLS handshake on the operator's CPU and the API server's.
+# posts (EVENT_LANES) run at once: one pooled connection each. A smaller pool discards and reopens
+# connections under load, and each new one costs a TLS handshake on the operator's CPU and the API
+# server's.
 CONNECTION_POOL_SIZE = 120
 
 
