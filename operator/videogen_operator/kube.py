@@ -152,6 +152,11 @@ _COLLECTIONS = {
 }
 
 
+def _collection_of(obj: dict[str, Any]) -> str:
+    """The API path of the collection `obj` is created in."""
+    return _COLLECTIONS[obj["kind"]].format(ns=quote(obj["metadata"].get("namespace", ""), safe=""))
+
+
 def _vgj_path(namespace: str, name: str) -> str:
     return f"/apis/{api.GROUP}/{api.VERSION}/namespaces/{quote(namespace, safe='')}/{api.PLURAL}/{quote(name, safe='')}"
 
@@ -290,9 +295,8 @@ class Kube:
 
     def create(self, obj: dict[str, Any]) -> dict[str, Any] | None:
         """Create `obj`; the created object, or None if it already existed (409)."""
-        path = _COLLECTIONS[obj["kind"]].format(ns=quote(obj["metadata"].get("namespace", ""), safe=""))
         try:
-            return self._request("POST", path, obj)
+            return self._request("POST", _collection_of(obj), obj)
         except ApiException as err:
             if err.status == 409:
                 return None
@@ -548,8 +552,7 @@ class Kube:
 
     def replace(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Write `obj` whole over the object of its name (no resourceVersion: unconditional), or create it."""
-        collection = _COLLECTIONS[obj["kind"]].format(ns=quote(obj["metadata"].get("namespace", ""), safe=""))
-        path = f"{collection}/{quote(obj['metadata']['name'], safe='')}"
+        path = f"{_collection_of(obj)}/{quote(obj['metadata']['name'], safe='')}"
         try:
             return self._request("PUT", path, obj)
         except ApiException as err:
