@@ -141,6 +141,10 @@ class S3Server(Service):
                 f"--region={self.region}",
                 f"--access-log={self.access_log_path}",
                 "--quiet",
+                # versitygw answers every request with `Connection: close` unless told
+                # otherwise; real S3 endpoints keep connections alive, and without this
+                # the benchmarks measure a TCP connect per S3 call the operator would not pay.
+                "--keep-alive",
                 "posix",
                 str(self.data_dir),
             ],
