@@ -315,7 +315,7 @@ class Reconciler:
         if at is None or time.monotonic() >= at:
             return True
         # A pod the Job controller cannot create shows only in an Event, which starts no reconcile.
-        job = self.views.job_of(str(meta.get("uid") or ""), manifests.child_name(ref_of(vgj)))
+        job = self.views.job_of(meta["namespace"], str(meta.get("uid") or ""), manifests.child_name(ref_of(vgj)))
         return job is not None and bool(self.views.failed_creates(meta["namespace"], job["metadata"]["name"]))
 
     def _reconcile(self, body: dict[str, Any]) -> Outcome:
@@ -326,7 +326,7 @@ class Reconciler:
         ref = ref_of(body)
         now = self.clock()
         self._recheck.pop((ref.namespace, ref.name), None)
-        job = self.views.job_of(ref.uid, manifests.child_name(ref))
+        job = self.views.job_of(ref.namespace, ref.uid, manifests.child_name(ref))
         try:
             spec = parse_spec(body.get("spec"))
             decision, digest = self._model_of(ref, spec, job)
@@ -1084,7 +1084,9 @@ class Reconciler:
         found = self.views.vgj(*key)
         if found is None or key in self._launching or not self._position_needs_write(found, position, exact):
             return
-        job = self.views.job_of(str(found["metadata"].get("uid") or ""), manifests.child_name(ref_of(found)))
+        job = self.views.job_of(
+            found["metadata"]["namespace"], str(found["metadata"].get("uid") or ""), manifests.child_name(ref_of(found))
+        )
         if job is not None and not (job.get("spec") or {}).get("suspend"):
             return  # admitted and started meanwhile: its reconcile writes what it shows now
         body = _own_copy(found)

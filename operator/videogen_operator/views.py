@@ -344,15 +344,26 @@ class Views:
 
     # ------------------------------------------------------------------ Jobs and pods
 
-    def job_of(self, owner_uid: str, name: str) -> dict[str, Any] | None:
-        """The runner Job a VideoGenJob controls, by the name the operator derives; nothing else counts."""
+    def job_of(self, namespace: str, owner_uid: str, name: str) -> dict[str, Any] | None:
+        """The runner Job a VideoGenJob controls: in its namespace, by the name the operator derives;
+        nothing else counts. The index is keyed by the owner's uid alone, and an owner reference is
+        only the dependent's claim: a Job in another tenant's namespace naming this job's uid as its
+        controller (the garbage collector removes it, but not at once) must not stand in for it."""
         indexed = next(
-            (j for j in list(self._jobs.get(owner_uid) or []) if j["metadata"].get("name") == name),
+            (
+                j
+                for j in list(self._jobs.get(owner_uid) or [])
+                if j["metadata"].get("name") == name and j["metadata"].get("namespace") == namespace
+            ),
             None,
         )
         with self._guard:
             created = self._created.get(owner_uid)
-            if created is not None and (indexed is not None or created["metadata"].get("name") != name):
+            if created is not None and (
+                indexed is not None
+                or created["metadata"].get("name") != name
+                or created["metadata"].get("namespace") != namespace
+            ):
                 if indexed is not None:
                     self._created.pop(owner_uid, None)
                 created = None
@@ -379,10 +390,16 @@ class Views:
             self._created.pop(owner_uid, None)
 
     def pods_of(self, job: dict[str, Any] | None) -> list[dict[str, Any]]:
+        """The Job's pods: the ones whose controller is the Job's uid, in the Job's namespace. A pod
+        elsewhere claiming that controller is another tenant's forgery (a Succeeded one would free
+        this job's GPU slot early, a failed one would end the job): it is ignored."""
         if job is None:
             return []
-        uid = (job.get("metadata") or {}).get("uid")
-        return list(self._pods.get(uid) or []) if uid else []
+        meta = job.get("metadata") or {}
+        uid = meta.get("uid")
+        if not uid:
+            return []
+        return [p for p in list(self._pods.get(uid) or []) if p["metadata"].get("namespace") == meta.get("namespace")]
 
     def workload_of(self, job: dict[str, Any] | None) -> dict[str, Any] | None:
         """Kueue's Workload for this runner Job (slimmed, see kueue.py): the one whose controller is the

@@ -73,9 +73,37 @@ def test_a_just_created_job_is_in_view_until_its_watch_event_arrives() -> None:
     views = Views({}, jobs, {})
     job = {"metadata": {"name": "j", "namespace": "ns", "uid": "ju", "resourceVersion": "1"}, "spec": {}, "status": {}}
     views.remember_job("owner", job)
-    assert views.job_of("owner", "j") is not None
-    assert views.job_of("owner", "other-name") is None
+    assert views.job_of("ns", "owner", "j") is not None
+    assert views.job_of("ns", "owner", "other-name") is None
+    assert views.job_of("other-ns", "owner", "j") is None
     assert [uid for uid, _ in views.jobs()] == ["owner"]
+
+
+def _runner_job(namespace: str, uid: str) -> dict[str, Any]:
+    return {"metadata": {"name": "vgj-a", "namespace": namespace, "uid": uid, "resourceVersion": "1"}, "spec": {}}
+
+
+def _pod(namespace: str, phase: str) -> dict[str, Any]:
+    return {"metadata": {"name": f"p-{namespace}", "namespace": namespace}, "status": {"phase": phase}}
+
+
+def test_a_job_or_pod_in_another_namespace_claiming_the_same_owner_is_never_taken_for_it() -> None:
+    """Owner references are the dependent's claim: tenant B can create a Job or a pod in its own
+    namespace naming tenant A's VideoGenJob (or A's runner Job) as controller. The indices are keyed
+    by that uid, so the views check the namespace too."""
+    real, forged = _runner_job("team-a", "job-a"), _runner_job("team-b", "forged")
+    jobs: dict[Any, list[dict[str, Any]]] = {"vgj-uid-a": [forged, real]}
+    pods: dict[Any, list[dict[str, Any]]] = {"job-a": [_pod("team-b", "Succeeded"), _pod("team-a", "Running")]}
+    views = Views({}, jobs, pods)
+    assert views.job_of("team-a", "vgj-uid-a", "vgj-a") is real
+    assert [p["status"]["phase"] for p in views.pods_of(real)] == ["Running"]
+    jobs["vgj-uid-a"] = [forged]
+    assert views.job_of("team-a", "vgj-uid-a", "vgj-a") is None, "only the forgery: no Job"
+    # The operator's own just-created Job counts only where it made it.
+    jobs["vgj-uid-a"] = []
+    views.remember_job("vgj-uid-a", real)
+    assert views.job_of("team-a", "vgj-uid-a", "vgj-a") is not None
+    assert views.job_of("team-b", "vgj-uid-a", "vgj-a") is None
 
 
 def test_every_index_is_read_live_even_when_it_is_empty_at_start_up() -> None:

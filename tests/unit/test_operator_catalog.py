@@ -159,7 +159,9 @@ def test_an_upgrade_changes_the_hash_but_never_a_running_jobs_hash() -> None:
     )
     made["metadata"]["uid"] = "job-uid"
     r, _ = setup([body], [model(digest=DIGEST_2)], jobs={"uid-j": [slim_job(made)]})
-    decision, digest = r._model_of(ref(body), spec, r.views.job_of("uid-j", made["metadata"]["name"]))
+    decision, digest = r._model_of(
+        ref(body), spec, r.views.job_of(made["metadata"]["namespace"], "uid-j", made["metadata"]["name"])
+    )
     assert digest == one
     assert decision.model is not None and decision.model.identity.digest == DIGEST_2
 

@@ -308,6 +308,37 @@ def test_a_gpu_is_free_once_the_runner_pod_succeeded_before_the_job_controller_s
     assert fake.jobs_created() == [manifests.child_name(ref(queued("next", 1)))]
 
 
+def _forged_pod(phase: str, exit_code: int) -> dict[str, Any]:
+    """Tenant B's pod in its own namespace, naming tenant A's runner Job (uid "j") as controller."""
+    terminated = {"exitCode": exit_code, "reason": "Error", "message": "forged", "startedAt": stamp(NOW)}
+    return slim_pod(
+        {
+            "metadata": {"name": "forged", "namespace": "team-b", "creationTimestamp": stamp(NOW)},
+            "status": {"phase": phase, "containerStatuses": [{"name": "runner", "state": {"terminated": terminated}}]},
+        }
+    )
+
+
+def test_another_tenants_pod_claiming_the_runner_job_frees_no_gpu_and_fails_nothing() -> None:
+    """The pod index is keyed by the controller's uid, which the dependent only claims. A Succeeded
+    pod elsewhere must not free tenant A's slot; a failed one with a never-retry exit code must not
+    end A's job, count as an attempt, or put its message on A's status."""
+    holder, job, pod = _running_holder("Running")
+    pods = {"j": [pod, _forged_pod("Succeeded", 0)]}
+    r, fake = setup([holder, queued("next", 1)], jobs={"uid-holder": [job]}, pods=pods, max_running=1)
+    settle(r.admit())
+    assert fake.jobs_created() == [], "A's own pod still runs: its GPU is taken"
+    # A's reconcile with the forged failed pod in the index writes what it writes without it.
+    written = []
+    for forged in ([], [_forged_pod("Failed", int(api.ExitCode.INVALID_INPUT))]):
+        r, fake = setup([holder], jobs={"uid-holder": [job]}, pods={"j": [pod, *forged]}, max_running=1)
+        outcome = r.reconcile(NS, "holder")
+        written.append(([(t.phase, t.reason) for t in outcome.transitions], fake.patches, fake.events))
+    assert written[1] == written[0]
+    assert "forged" not in json.dumps(written[1], default=str)
+    assert all(phase not in api.TERMINAL_PHASES for phase, _ in written[1][0])
+
+
 class GatedPatchApi(RecordingApi):
     """Status writes wait until the test opens the gate; creates go through."""
 
