@@ -150,6 +150,13 @@ def _newer(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any]
     return a if _rv(a) >= _rv(b) else b
 
 
+def _in_namespace(objs: Iterable[dict[str, Any]] | None, namespace: str | None) -> list[dict[str, Any]]:
+    """The objects of an index entry that live in `namespace`. The Job, Pod and Workload indices are
+    keyed by the uid an owner reference names, which is only the dependent's claim: one in another
+    tenant's namespace naming the same uid is not this job's."""
+    return [o for o in list(objs or []) if o["metadata"].get("namespace") == namespace]
+
+
 def _first(values: Iterable[dict[str, Any]] | None) -> dict[str, Any] | None:
     if values is None:
         return None
@@ -350,12 +357,7 @@ class Views:
         only the dependent's claim: a Job in another tenant's namespace naming this job's uid as its
         controller (the garbage collector removes it, but not at once) must not stand in for it."""
         indexed = next(
-            (
-                j
-                for j in list(self._jobs.get(owner_uid) or [])
-                if j["metadata"].get("name") == name and j["metadata"].get("namespace") == namespace
-            ),
-            None,
+            (j for j in _in_namespace(self._jobs.get(owner_uid), namespace) if j["metadata"].get("name") == name), None
         )
         with self._guard:
             created = self._created.get(owner_uid)
@@ -399,7 +401,7 @@ class Views:
         uid = meta.get("uid")
         if not uid:
             return []
-        return [p for p in list(self._pods.get(uid) or []) if p["metadata"].get("namespace") == meta.get("namespace")]
+        return _in_namespace(self._pods.get(uid), meta.get("namespace"))
 
     def workload_of(self, job: dict[str, Any] | None) -> dict[str, Any] | None:
         """Kueue's Workload for this runner Job (slimmed, see kueue.py): the one whose controller is the
@@ -408,9 +410,7 @@ class Views:
         uid = meta.get("uid")
         if not uid:
             return None
-        found = [
-            w for w in list(self._workloads.get(uid) or []) if w["metadata"].get("namespace") == meta.get("namespace")
-        ]
+        found = _in_namespace(self._workloads.get(uid), meta.get("namespace"))
         return max(found, key=lambda w: (str(w["metadata"].get("creationTimestamp") or ""), _rv(w)), default=None)
 
     def failed_creates(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
