@@ -12,7 +12,7 @@ import sys
 import kopf
 from kopf._core.engines.peering import Identity  # kopf.run takes it; not re-exported
 
-from videogen_operator import handlers, watch_json  # handlers register themselves on import
+from videogen_operator import handlers, heap, watch_json  # handlers register themselves on import
 from videogen_operator.activity import own_identity, start_priority
 from videogen_operator.kube import load_client_config
 from videogen_operator.logs import configure_logging
@@ -20,6 +20,7 @@ from videogen_operator.settings import load_settings
 
 
 def main() -> int:
+    heap.limit_arenas()  # before any thread exists (heap.py says why)
     try:
         settings = load_settings()
     except (ValueError, OSError) as err:

@@ -52,6 +52,9 @@ FULL_SWEEP_EVERY = 12
 STALE_SWEEP_PERIODS = 6
 MIN_STALE_SWEEP_SECONDS = 60.0
 RECONCILE_THREADS = 32
+# After each admission pass, rest twice as long as it took before the next (dispatch.py says why):
+# passes take at most a third of the time, and the kicks meanwhile are served by one pass.
+ADMISSION_REST_RATIO = 2.0
 
 
 class ModelKey(NamedTuple):
@@ -94,7 +97,11 @@ class Runtime:
         store = ObjectStore(settings) if (settings.s3_endpoint or settings.s3_bucket) else None
         self.reconciler = Reconciler(Kube(metrics.instrumented_api_client()), settings, store, views=views)
         self.models = ModelReconciler(self.reconciler.kube, settings, views)
-        self.dispatch = Coalescer(metrics.count_errors(self._work, _error_kind), self._record_error)
+        self.dispatch = Coalescer(
+            metrics.count_errors(self._work, _error_kind),
+            self._record_error,
+            paced={ADMISSION: ADMISSION_REST_RATIO},
+        )
         self.last_sweep = time.monotonic()
         self.sweeps = 0
         self.active = False

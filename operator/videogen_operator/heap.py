@@ -20,6 +20,12 @@ exists then out of the collector's sight (`gc.freeze`: reference counting still 
 objects; only a reference cycle among them would stay until exit, and plain JSON bodies have
 none) and collects the young generation less often, so short-lived event bodies die by reference
 counting before they are promoted and promotions trigger fewer full collections.
+
+glibc gives each new thread an arena of its own (up to eight per CPU) and a freed block goes back
+to the arena it came from: the operator's sixty-odd threads (reconciles, starters, kopf's executor)
+each kept their own free holes, and a burst's peak RSS grew with the number of threads that had
+touched the heap. `limit_arenas` (called first thing in main, before any thread exists) caps them
+at ARENA_MAX: the GIL serialises nearly every allocation anyway, so arenas buy no parallelism here.
 """
 
 from __future__ import annotations
@@ -30,10 +36,14 @@ import gc
 import logging
 import time
 from collections.abc import Callable
+from typing import Any, cast
 
 log = logging.getLogger(__name__)
 
 TRIM_INTERVAL_SECONDS = 10.0
+# malloc arenas the process may have (glibc's M_ARENA_MAX, mallopt parameter -8).
+ARENA_MAX = 2
+_M_ARENA_MAX = -8
 # Allocations (net of frees) between young collections; CPython's default is 700. A watch event's
 # decoded body is a few hundred objects, so at the default a burst promoted most of them.
 GC_THRESHOLDS = (50_000, 20, 10)
@@ -50,17 +60,37 @@ def settle_collector() -> int:
     return frozen
 
 
-def _load_malloc_trim() -> Callable[[int], int] | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
+def _libc_function(name: str) -> Any:
+    """A glibc function by name, or None (no libc found, or one without it, e.g. musl)."""
+    lib = ctypes.util.find_library("c")
+    if lib is None:
         return None
     try:
-        trim = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError):  # no libc by that name, or one without malloc_trim (musl)
+        return getattr(ctypes.CDLL(lib), name)
+    except (OSError, AttributeError):
+        return None
+
+
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    trim = _libc_function("malloc_trim")
+    if trim is None:
         return None
     trim.argtypes = [ctypes.c_size_t]
     trim.restype = ctypes.c_int
-    return trim
+    return cast("Callable[[int], int]", trim)
+
+
+def limit_arenas(arenas: int = ARENA_MAX) -> bool:
+    """Cap glibc's malloc arenas (see the module); True when the C library took the setting.
+    Only arenas created afterwards are affected: call it before starting threads."""
+    mallopt = _libc_function("mallopt")
+    if mallopt is None:
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    taken = bool(mallopt(_M_ARENA_MAX, arenas))
+    log.debug("malloc arenas capped", extra={"arenas": arenas, "taken": taken})
+    return taken
 
 
 class HeapTrimmer:

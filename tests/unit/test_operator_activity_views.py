@@ -11,6 +11,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
+from videogen_operator import dispatch
 from videogen_operator.activity import is_active, start_priority
 from videogen_operator.dispatch import Coalescer
 from videogen_operator.kube import ConflictError, describe_error, is_refusal, is_transient
@@ -205,6 +206,47 @@ def test_routine_reconciles_wait_while_urgent_work_is_pending() -> None:
     asyncio.run(scenario())
     assert order[:2] == ["urgent started", "urgent done"]
     assert sorted(order[2:]) == ["running-job-a", "running-job-b"]
+
+
+def test_a_paced_key_rests_after_each_run_and_the_kicks_meanwhile_get_one_run() -> None:
+    """The admission pass's pacing: after a run that took t, the next waits ratio * t (at most
+    MAX_REST_SECONDS); every kick during the rest is served by that one next run; other keys never rest."""
+    now = [0.0]
+    runs: list[tuple[Hashable, float]] = []
+    rests: list[float] = []
+    resting = ["admission"]  # the key the test is resting
+    took = {"admission": 0.1, "slow": 5.0, "job": 3.0}
+
+    def work(key: Hashable) -> None:
+        runs.append((key, now[0]))
+        now[0] += took[str(key)]  # the run's duration, on the coalescer's clock
+
+    async def scenario() -> None:
+        c: Coalescer
+
+        async def sleep(seconds: float) -> None:
+            rests.append(round(seconds, 6))
+            # Five more kicks arrive while it rests (the key is running: they only mark it dirty).
+            await asyncio.gather(*(c.kick(resting[0], urgent=True) for _ in range(5)))
+            now[0] += seconds
+
+        c = Coalescer(work, paced={"admission": 2.0, "slow": 2.0}, clock=lambda: now[0], sleep=sleep)
+        await c.kick("admission", urgent=True)  # the first run never waits
+        await c.kick("admission", urgent=True)  # right after it: rests 2 * 0.1 first
+        await c.kick("job")
+        await c.kick("job")  # not paced: never rests
+        now[0] += 10.0
+        await c.kick("admission")  # its rest is long over
+        resting[0] = "slow"
+        await c.kick("slow")
+        await c.kick("slow")  # 2 * 5 s, capped
+
+    asyncio.run(scenario())
+    assert [k for k, _ in runs] == ["admission", "admission", "job", "job", "admission", "slow", "slow"]
+    assert rests == [0.2, dispatch.MAX_REST_SECONDS], "one rest per paced run that came too soon"
+    assert round(runs[1][1], 6) == 0.3, (
+        "the second pass started after its rest, and the five kicks in it cost no more runs"
+    )
 
 
 def test_only_unfinished_jobs_are_listed_for_admission_and_the_sweep() -> None:

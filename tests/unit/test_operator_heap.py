@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import subprocess
 import sys
 from collections.abc import Iterator
 
@@ -84,3 +85,56 @@ def test_settling_takes_what_lives_out_of_full_collections(collector_restored: N
     probe = resident[0]
     del resident
     assert sys.getrefcount(probe) == 2  # only `probe` and the call's argument
+
+
+# Run in a fresh interpreter: arenas, once made, stay for the life of a process.
+_ARENA_PROBE = r"""
+import ctypes, ctypes.util, re, sys, tempfile, threading
+from videogen_operator import heap
+
+if sys.argv[1] == "limited":
+    assert heap.limit_arenas(2) is True
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.fopen.restype = ctypes.c_void_p
+libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+libc.fclose.argtypes = [ctypes.c_void_p]
+all_in = threading.Barrier(9)
+blocks = []
+
+def allocate():
+    blocks.append(libc.malloc(64 * 1024))  # ctypes drops the GIL: each thread mallocs on its own
+    all_in.wait()  # every thread alive at once, each having allocated
+    all_in.wait()
+
+threads = [threading.Thread(target=allocate) for _ in range(8)]
+for t in threads:
+    t.start()
+all_in.wait()
+with tempfile.NamedTemporaryFile(suffix=".xml") as out:
+    fp = libc.fopen(out.name.encode(), b"w")
+    libc.malloc_info(0, fp)
+    libc.fclose(fp)
+    print(len(re.findall(r'<heap nr="\d+">', open(out.name).read())))
+all_in.wait()
+for t in threads:
+    t.join()
+"""
+
+
+def test_limited_arenas_keep_many_threads_heaps_to_the_cap() -> None:
+    """limit_arenas (called at the operator's start) caps glibc's per-thread arenas: eight threads that
+    allocate at once share two heaps instead of getting one each."""
+    if heap._libc_function("mallopt") is None or heap._libc_function("malloc_info") is None:
+        pytest.skip("not glibc")
+
+    def heaps(mode: str) -> int:
+        out = subprocess.run(
+            [sys.executable, "-c", _ARENA_PROBE, mode], capture_output=True, text=True, timeout=60, check=True
+        )
+        return int(out.stdout.strip())
+
+    assert heaps("default") > 2, "without the cap each thread gets an arena of its own (the probe proves nothing)"
+    assert heaps("limited") <= 2
