@@ -27,7 +27,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -227,6 +227,19 @@ def job_finished(job: Mapping[str, Any]) -> bool:
     )
 
 
+@dataclass
+class _QueueEntry:
+    """One unfinished job as the admission pass sees it, from one version of the object."""
+
+    uid: str
+    version: str
+    phase_unset: bool  # new: may wait only once a reconcile accepted it (Reconciler._is_fresh)
+    model: str
+    job_named: bool  # status names a Job (made before, or the tenant says so)
+    priority_class: str
+    waiting: Waiting
+
+
 class Reconciler:
     def __init__(
         self,
@@ -270,6 +283,8 @@ class Reconciler:
         self._recheck: dict[tuple[str, str], float] = {}
         # When the grant this operator last wrote for a Job Kueue holds expires (renewals only).
         self._grant_expiry: dict[tuple[str, str], datetime] = {}
+        # The admission pass's reading of each unfinished job, by (namespace, name) (_queue_entry).
+        self._queue_entries: dict[tuple[str, str], _QueueEntry] = {}
 
     def _lock(self, key: tuple[str, str]) -> threading.Lock:
         with self._locks_guard:
@@ -903,39 +918,37 @@ class Reconciler:
             waiting: list[Waiting] = []
             uids: dict[tuple[str, str], str] = {}
             bodies: dict[tuple[str, str], dict[str, Any]] = {}
-            # A pass looks at every unfinished job: what many share is worked out once per pass.
+            # A pass looks at every unfinished job: what many share is worked out once per pass, and
+            # what depends on one object alone once per version of it (_queue_entry).
             model_ready: dict[str, bool] = {}
-            created_at: dict[str, datetime] = {}
+            entries: dict[tuple[str, str], _QueueEntry] = {}
             for vgj in vgjs:
-                status = vgj.get("status") or {}
-                spec = vgj.get("spec") or {}
                 meta = vgj["metadata"]
-                if meta.get("deletionTimestamp") or (meta["namespace"], meta["name"]) in starting:
+                key = (meta["namespace"], meta["name"])
+                entry = self._queue_entry(key, vgj)
+                if entry is None or key in starting:
                     continue
-                if status.get("phase") not in (Phase.PENDING, Phase.QUEUED) and not self._is_fresh(vgj):
-                    continue
-                if spec.get("suspend") or spec.get("queueName"):
-                    continue
-                model = str(spec.get("model") or "")
-                if model not in model_ready:
-                    model_ready[model] = self._model_ready(spec)
-                if status.get("reason") == Reason.MODEL_NOT_READY or not model_ready[model]:
+                entries[key] = entry
+                if entry.phase_unset and not self._is_fresh(vgj):
+                    continue  # waits for its first reconcile
+                if entry.model not in model_ready:
+                    model_ready[entry.model] = self._model_ready(vgj["spec"])
+                if not model_ready[entry.model]:
                     continue  # waits for its catalog model, not for a GPU: no slot, no queue position
-                own_job = jobs_by_owner.get(meta["uid"])
+                own_job = jobs_by_owner.get(entry.uid)
                 if own_job is not None and not (own_job.get("spec") or {}).get("suspend"):
                     continue
-                if own_job is None and status.get("jobName"):
+                if own_job is None and entry.job_named:
                     continue  # the Job vanished: reconcile reports it
-                resources = spec.get("resources") or {}
-                priority = self.kube.priority_of(resources.get("priorityClassName"))
-                stamp = str(meta.get("creationTimestamp") or "")
-                if stamp not in created_at:
-                    created_at[stamp] = parse_time(stamp or None) or self.clock()
-                gpus = int(resources.get("gpus") or 1)
-                key = (meta["namespace"], meta["name"])
-                waiting.append(Waiting(key[0], key[1], priority, created_at[stamp], gpus))
-                uids[key] = str(meta.get("uid") or "")
+                item = entry.waiting
+                if entry.priority_class:  # a class's value may change: read (from the cache) each pass
+                    priority = self.kube.priority_of(entry.priority_class)
+                    if priority != item.priority:
+                        item = entry.waiting = replace(item, priority=priority)
+                waiting.append(item)
+                uids[key] = entry.uid
                 bodies[key] = vgj
+            self._queue_entries = entries  # only unfinished jobs' entries live on
             per_ns = namespace_cap(
                 self.settings.max_running,
                 self.settings.max_running_per_namespace,
@@ -954,6 +967,37 @@ class Reconciler:
                     if scheduled is not None:
                         launched.append(scheduled)
         return launched
+
+    def _queue_entry(self, key: tuple[str, str], vgj: dict[str, Any]) -> _QueueEntry | None:
+        """What admission needs from this version of the object (None: it cannot wait for a GPU),
+        kept from the last pass while the object's uid and resourceVersion are the same."""
+        meta = vgj["metadata"]
+        known = self._queue_entries.get(key)
+        if known is not None and known.version == meta.get("resourceVersion") and known.uid == meta.get("uid"):
+            return known
+        uid, version = str(meta.get("uid") or ""), str(meta.get("resourceVersion") or "")
+        status = vgj.get("status") or {}
+        spec = vgj.get("spec") or {}
+        phase = status.get("phase")
+        if meta.get("deletionTimestamp") or phase not in (None, "", Phase.PENDING, Phase.QUEUED):
+            return None
+        if spec.get("suspend") or spec.get("queueName") or status.get("reason") == Reason.MODEL_NOT_READY:
+            return None
+        resources = spec.get("resources") or {}
+        priority_class = str(resources.get("priorityClassName") or "")
+        created = parse_time(meta.get("creationTimestamp")) or self.clock()
+        item = Waiting(
+            key[0], key[1], self.kube.priority_of(priority_class or None), created, int(resources.get("gpus") or 1)
+        )
+        return _QueueEntry(
+            uid=uid,
+            version=version,
+            phase_unset=not phase,
+            model=str(spec.get("model") or ""),
+            job_named=bool(status.get("jobName")),
+            priority_class=priority_class,
+            waiting=item,
+        )
 
     def _position_needs_write(self, found: dict[str, Any], position: int, exact: int) -> bool:
         """Whether a waiting job's status (as in the view) does not show this place yet."""

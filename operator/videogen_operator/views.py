@@ -211,18 +211,21 @@ class Views:
     # ------------------------------------------------------------------ VideoGenJobs
 
     def vgj(self, namespace: str, name: str) -> dict[str, Any] | None:
-        key = (namespace, name)
-        indexed = _first(self._vgjs.get(key))
         with self._guard:
-            written = self._written.get(key)
-            if written is not None and indexed is not None:
-                same_object = written["metadata"].get("uid") == indexed["metadata"].get("uid")
-                if not same_object or _rv(indexed) >= _rv(written):
-                    # The watch has caught up (or the name now belongs to a new object).
-                    self._written.pop(key, None)
-                    written = None
-        if written is not None and indexed is None:
+            return self._vgj((namespace, name))
+
+    def _vgj(self, key: VgjKey) -> dict[str, Any] | None:  # under self._guard
+        indexed = _first(self._vgjs.get(key))
+        written = self._written.get(key)
+        if written is None:
+            return indexed
+        if indexed is None:
             return None  # deleted since we wrote it
+        same_object = written["metadata"].get("uid") == indexed["metadata"].get("uid")
+        if not same_object or _rv(indexed) >= _rv(written):
+            # The watch has caught up (or the name now belongs to a new object).
+            self._written.pop(key, None)
+            return indexed
         return _newer(indexed, written)
 
     def vgjs(self) -> list[dict[str, Any]]:
@@ -329,13 +332,12 @@ class Views:
 
     def unfinished_vgjs(self) -> list[dict[str, Any]]:
         """The VideoGenJobs whose last event showed no terminal phase (the ones admission and the sweep need)."""
-        with self._guard:
-            keys = list(self._unfinished)
         out: list[dict[str, Any]] = []
-        for key in keys:
-            body = self.vgj(*key)
-            if body is not None:
-                out.append(body)
+        with self._guard:  # once for them all: the admission pass reads every one, often
+            for key in self._unfinished:
+                body = self._vgj(key)
+                if body is not None:
+                    out.append(body)
         return out
 
     def vgj_by_uid(self, uid: str) -> dict[str, Any] | None:

@@ -308,6 +308,58 @@ def test_a_gpu_is_free_once_the_runner_pod_succeeded_before_the_job_controller_s
     assert fake.jobs_created() == [manifests.child_name(ref(queued("next", 1)))]
 
 
+class PriorityApi(RecordingApi):
+    """PriorityClass values the platform may change while jobs wait."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: dict[str, int] = {}
+
+    def priority_of(self, class_name: str | None) -> int:
+        return self.values.get(class_name or "", 0)
+
+
+def _two_waiting_behind_a_holder(
+    **second_spec: Any,
+) -> tuple[Reconciler, PriorityApi, dict[str, list[dict[str, Any]]], dict[str, Any]]:
+    """A cap of 1 taken by a running job; "first" and then "second" wait, each pass has read them."""
+    holder, job, pod = _running_holder("Running")
+    pods = {"j": [pod]}
+    fake = PriorityApi()
+    second = queued("second", 2, **second_spec)
+    r, _ = setup([holder, queued("first", 1), second], jobs={"uid-holder": [job]}, pods=pods, api_=fake, max_running=1)
+    settle(r.admit())
+    assert (status_of(r, "first")["queuePosition"], status_of(r, "second")["queuePosition"]) == (1, 2)
+    writes = len(fake.patches)
+    settle(r.admit())  # reads the versions its own writes left; nothing moved
+    assert len(fake.patches) == writes
+    return r, fake, pods, second
+
+
+def _free_the_slot(r: Reconciler, pods: dict[str, list[dict[str, Any]]]) -> None:
+    pods["j"] = [slim_pod({"metadata": {"name": "holder-pod", "namespace": NS}, "status": {"phase": "Succeeded"}})]
+    settle(r.admit())
+
+
+def test_a_waiting_jobs_new_version_is_read_again_by_the_next_pass() -> None:
+    """The admission pass keeps what it read of each waiting job while the object is unchanged; a
+    new version (the tenant suspends the job at the head of the queue) is read again."""
+    r, fake, pods, second = _two_waiting_behind_a_holder()
+    suspended = queued("first", 1, suspend=True)
+    suspended["metadata"]["resourceVersion"] = "900"
+    r.views._vgjs[(NS, "first")] = [suspended]  # type: ignore[index]
+    _free_the_slot(r, pods)
+    assert fake.jobs_created() == [manifests.child_name(ref(second))]
+
+
+def test_a_priority_class_raised_while_jobs_wait_reorders_them() -> None:
+    """What a pass keeps of an unchanged job does not keep its PriorityClass's old value."""
+    r, fake, pods, second = _two_waiting_behind_a_holder(resources={"priorityClassName": "batch"})
+    fake.values["batch"] = 1000  # the platform raises the class; the job object does not change
+    _free_the_slot(r, pods)
+    assert fake.jobs_created() == [manifests.child_name(ref(second))]
+
+
 def _forged_pod(phase: str, exit_code: int) -> dict[str, Any]:
     """Tenant B's pod in its own namespace, naming tenant A's runner Job (uid "j") as controller."""
     terminated = {"exitCode": exit_code, "reason": "Error", "message": "forged", "startedAt": stamp(NOW)}
