@@ -100,6 +100,8 @@ class Outcome:
 
     needs_admission: bool = False
     transitions: list[Transition] = field(default_factory=list)
+    # A start it launched (a new job admitted at once, see Reconciler._admit_at_once).
+    started: concurrent.futures.Future[None] | None = None
 
 
 @dataclass
@@ -285,6 +287,12 @@ class Reconciler:
         self._grant_expiry: dict[tuple[str, str], datetime] = {}
         # The admission pass's reading of each unfinished job, by (namespace, name) (_queue_entry).
         self._queue_entries: dict[tuple[str, str], _QueueEntry] = {}
+        # Admission without a pass (_admit_at_once): the GPUs per namespace the last pass counted as
+        # held or starting, plus what was admitted since (None until a pass has run); whether that
+        # pass left no job waiting; whether a reconcile has since handed a job over that may wait.
+        self._claimed: Counter[str] | None = None
+        self._nothing_waits = False
+        self._handed_over = False
 
     def _lock(self, key: tuple[str, str]) -> threading.Lock:
         with self._locks_guard:
@@ -476,9 +484,13 @@ class Reconciler:
             # Queued with its place in the queue (one write either way, see _queue_fresh).
             self._fresh[(p.ref.namespace, p.ref.name)] = (p.generation, p.digest)
             p.handed_to_admission = True
+            p.outcome.started = self._admit_at_once(p)
+            if p.outcome.started is not None:
+                return  # a starter makes its Job now; no pass needed
         elif p.status.get("phase") == Phase.PENDING or p.status.get("reason") == Reason.MODEL_NOT_READY:
             message = f"waiting for a GPU slot (cap: {self._caps_text()})"
             self._move(p, p.status, Phase.QUEUED, Reason.QUEUED, message, force=True)
+        self._handed_over = True  # it may wait now: no job starts ahead of it before the next pass
         p.outcome.needs_admission = True
 
     def _wait_for_model(self, p: _Pass, message: str) -> None:
@@ -702,6 +714,7 @@ class Reconciler:
                 self._wait_for_kueue(p, resumed, job)
             else:
                 # Resuming takes a GPU slot again, so it goes through admission.
+                self._handed_over = True
                 p.outcome.needs_admission = True
             return
         if suspended_since(status) is not None:
@@ -893,6 +906,8 @@ class Reconciler:
         launched: the starts, and the queue-status writes it scheduled."""
         launched: list[concurrent.futures.Future[None]] = []
         with self._admission_lock:
+            # Whatever was handed over before this point is in the views this pass reads.
+            self._handed_over = False
             # Read before the Jobs: a start that ends in between has put its Job in view already.
             starting = dict(self._launching)
             # Only unfinished jobs can wait; the GPUs held are counted from the Jobs, whatever
@@ -956,10 +971,13 @@ class Reconciler:
             )
             plan = plan_admission(waiting, running, self.settings.max_running, per_ns)
             gpus_of = {w.key: w.gpus for w in waiting}
+            claimed = Counter(running)
             for key in plan.admit:
                 self._launching[key] = (uids[key], key[0], gpus_of[key])
                 self._no_starts.clear()
+                claimed[key[0]] += gpus_of[key]
                 launched.append(self._starter.submit(self._start_admitted, key, jobs_by_owner))
+            self._claimed, self._nothing_waits = claimed, plan.waiting_total == 0
             exact = self.settings.queue_positions_exact
             for key, position in plan.positions.items():
                 if self._position_needs_write(bodies[key], position, exact):
@@ -967,6 +985,34 @@ class Reconciler:
                     if scheduled is not None:
                         launched.append(scheduled)
         return launched
+
+    def _admit_at_once(self, p: _Pass) -> concurrent.futures.Future[None] | None:
+        """Admit a new job from its first reconcile, without waiting for the next admission pass,
+        when that pass could decide nothing else: the last pass left no job waiting, no job that
+        may wait was handed over since, and the caps leave room for it counted against what that
+        pass saw held or starting plus what was admitted since. (Jobs that end in between only make
+        the count too high: the pass their end starts counts again.) Queue order is unaffected: it
+        orders waiting jobs, and none waits. Returns the start it launched, or None."""
+        key = (p.ref.namespace, p.ref.name)
+        gpus = int(((p.body.get("spec") or {}).get("resources") or {}).get("gpus") or 1)
+        with self._admission_lock:
+            claimed = self._claimed
+            if claimed is None or not self._nothing_waits or self._handed_over or key in self._launching:
+                return None
+            if not self._model_ready(p.body.get("spec") or {}):
+                return None  # it waits for its catalog model, not for a GPU (the pass says so)
+            per_ns = namespace_cap(
+                self.settings.max_running,
+                self.settings.max_running_per_namespace,
+                self.settings.namespace_share_percent,
+            )
+            cap = self.settings.max_running
+            if (cap and sum(claimed.values()) + gpus > cap) or (per_ns and claimed[key[0]] + gpus > per_ns):
+                return None  # it waits: the pass gives it its place
+            claimed[key[0]] += gpus
+            self._launching[key] = (p.ref.uid, key[0], gpus)
+            self._no_starts.clear()
+        return self._starter.submit(self._start_admitted, key, {})
 
     def _queue_entry(self, key: tuple[str, str], vgj: dict[str, Any]) -> _QueueEntry | None:
         """What admission needs from this version of the object (None: it cannot wait for a GPU),

@@ -225,6 +225,82 @@ def test_a_new_job_under_the_cap_is_written_once_on_its_way_to_the_job() -> None
     assert s["specHash"] and s["attempts"] == 0
 
 
+def test_a_new_job_with_room_and_nothing_waiting_starts_from_its_first_reconcile() -> None:
+    """No admission pass between a new job and its Job when that pass could decide nothing else."""
+    r, fake = setup([vgj("fresh")], max_running=2)
+    settle(r.admit())  # a pass has counted what is held (nothing) and found nobody waiting
+    outcome = r.reconcile(NS, "fresh")
+    assert outcome.started is not None and not outcome.needs_admission
+    settle([outcome.started])
+    assert fake.jobs_created() == [manifests.child_name(ref(vgj("fresh")))]
+    settle(r.admit())
+    assert len(fake.jobs_created()) == 1, "never started twice"
+    r.reconcile(NS, "fresh")  # what the new Job's watch event starts
+    assert [e[2] for e in fake.events] == ["Created", "PodStarting"]
+
+
+def test_jobs_admitted_at_once_count_against_the_caps() -> None:
+    """Against the cluster-wide cap, and the namespace's share of it."""
+    r, fake = setup([vgj("a", 1), vgj("b", 2)], max_running=2)  # half of 2 per namespace: 1
+    settle(r.admit())
+    first = r.reconcile(NS, "a").started
+    assert first is not None
+    assert r.reconcile(NS, "b").started is None, "the namespace's share is taken"
+    settle([first])
+    r, fake = setup([vgj("a", 1), vgj("b", 2), vgj("c", 3)], max_running=2, namespace_share_percent=0)
+    settle(r.admit())
+    started = [r.reconcile(NS, n).started for n in ("a", "b", "c")]
+    assert [s is not None for s in started] == [True, True, False], "the third waits for the pass"
+    settle([s for s in started if s is not None])
+    settle(r.admit())
+    assert fake.jobs_created() == [manifests.child_name(ref(vgj(n, 0))) for n in ("a", "b")]
+    assert status_of(r, "c")["queuePosition"] == 1
+
+
+def test_a_new_job_never_starts_ahead_of_one_that_waits() -> None:
+    """A freed GPU goes to the job that waited, even when a new job's reconcile sees room first: here a
+    2-GPU job waits behind a running one (cap 2), and a 1-GPU newcomer would fit the count of the
+    last pass."""
+    holder, job, pod = _running_holder("Running")
+    pods = {"j": [pod]}
+    waited = queued("waited", 1, resources={"gpus": 2})
+    r, fake = setup(
+        [holder, waited, vgj("newcomer", 2)],
+        jobs={"uid-holder": [job]},
+        pods=pods,
+        max_running=2,
+        namespace_share_percent=0,
+    )
+    settle(r.admit())
+    assert fake.jobs_created() == [] and status_of(r, "waited")["queuePosition"] == 1
+    pods["j"] = [slim_pod({"metadata": {"name": "holder-pod", "namespace": NS}, "status": {"phase": "Succeeded"}})]
+    assert r.reconcile(NS, "newcomer").started is None
+    settle(r.admit())
+    assert fake.jobs_created() == [manifests.child_name(ref(waited))]
+
+
+def test_a_job_handed_over_since_the_last_pass_keeps_new_jobs_waiting_for_the_next() -> None:
+    """A job that may wait now (its tenant resumed it) was handed over after the pass that found
+    nobody waiting: a new job does not start ahead of it before the next pass has looked."""
+    holder, job, pod = _running_holder("Running")
+    paused = queued("paused", 1, suspend=True)
+    r, fake = setup(
+        [holder, paused, vgj("newcomer", 2)],
+        jobs={"uid-holder": [job]},
+        pods={"j": [pod]},
+        max_running=2,
+        namespace_share_percent=0,
+    )
+    settle(r.admit())  # one GPU of two held, nobody waiting (the suspended job does not wait)
+    resumed = queued("paused", 1)
+    resumed["metadata"]["resourceVersion"] = "900"
+    r.views._vgjs[(NS, "paused")] = [resumed]  # type: ignore[index]
+    assert r.reconcile(NS, "paused").needs_admission
+    assert r.reconcile(NS, "newcomer").started is None
+    settle(r.admit())
+    assert fake.jobs_created() == [manifests.child_name(ref(paused))], "the job that was first goes first"
+
+
 def test_a_new_job_over_the_cap_gets_one_write_with_its_place_in_the_queue() -> None:
     holder = vgj("holder", 0, {"phase": "Running", "reason": "Running", "jobName": "x"})
     job = slim_job(
@@ -255,8 +331,9 @@ def test_a_new_job_whose_spec_changed_after_it_was_accepted_waits_for_its_next_r
     body["metadata"]["generation"] = 2  # the tenant edited the spec; that reconcile has not run yet
     settle(r.admit())
     assert fake.created == [] and fake.patches == []
-    r.reconcile(NS, "edited")
-    settle(r.admit())
+    started = r.reconcile(NS, "edited").started  # nothing waits: admitted at once
+    assert started is not None
+    settle([started])
     assert fake.jobs_created() == [manifests.child_name(ref(body))]
     r.reconcile(NS, "edited")  # what the new Job's watch event starts
     assert status_of(r, "edited")["reason"] == "PodStarting"
