@@ -89,6 +89,8 @@ QUEUE_WRITERS = 8
 # A queue-status write waits at most this long while starts are under way: the CPU and the API
 # server's answers go to the Jobs first (as routine reconciles wait for urgent ones, dispatch.py).
 START_HOLD_SECONDS = 2.0
+# A new job is admitted without a pass only on a count at most this many sweep periods old.
+CLAIMED_MAX_AGE_PERIODS = 3
 # A first grant is issued just before its Job is created, up to this much earlier under load.
 _GRANT_ISSUE_SKEW_SECONDS = 60
 Reason = api.Reason
@@ -291,6 +293,7 @@ class Reconciler:
         # held or starting, plus what was admitted since (None until a pass has run); whether that
         # pass left no job waiting; whether a reconcile has since handed a job over that may wait.
         self._claimed: Counter[str] | None = None
+        self._claimed_at: datetime | None = None  # when that pass ran
         self._nothing_waits = False
         self._handed_over = False
 
@@ -978,6 +981,7 @@ class Reconciler:
                 claimed[key[0]] += gpus_of[key]
                 launched.append(self._starter.submit(self._start_admitted, key, jobs_by_owner))
             self._claimed, self._nothing_waits = claimed, plan.waiting_total == 0
+            self._claimed_at = self.clock()
             exact = self.settings.queue_positions_exact
             for key, position in plan.positions.items():
                 if self._position_needs_write(bodies[key], position, exact):
@@ -992,12 +996,17 @@ class Reconciler:
         may wait was handed over since, and the caps leave room for it counted against what that
         pass saw held or starting plus what was admitted since. (Jobs that end in between only make
         the count too high: the pass their end starts counts again.) Queue order is unaffected: it
-        orders waiting jobs, and none waits. Returns the start it launched, or None."""
+        orders waiting jobs, and none waits. The count must be recent: an active replica's sweep runs
+        a pass every period, and a replica that stopped being the active one (another may have
+        started jobs meanwhile) runs none. Returns the start it launched, or None."""
         key = (p.ref.namespace, p.ref.name)
         gpus = int(((p.body.get("spec") or {}).get("resources") or {}).get("gpus") or 1)
         with self._admission_lock:
             claimed = self._claimed
             if claimed is None or not self._nothing_waits or self._handed_over or key in self._launching:
+                return None
+            age = abs((self.clock() - (self._claimed_at or self.clock())).total_seconds())
+            if age > CLAIMED_MAX_AGE_PERIODS * self.settings.resync_seconds:
                 return None
             if not self._model_ready(p.body.get("spec") or {}):
                 return None  # it waits for its catalog model, not for a GPU (the pass says so)

@@ -239,6 +239,17 @@ def test_a_new_job_with_room_and_nothing_waiting_starts_from_its_first_reconcile
     assert [e[2] for e in fake.events] == ["Created", "PodStarting"]
 
 
+def test_no_new_job_starts_on_the_count_of_a_pass_long_past() -> None:
+    """A replica that stopped being the active one runs no passes (the other may have started jobs
+    since): a count older than a few sweep periods admits nothing without a pass."""
+    r, fake = setup([vgj("late")], max_running=2)
+    settle(r.admit())
+    r.clock = lambda: NOW + timedelta(seconds=3 * r.settings.resync_seconds + 1)
+    assert r.reconcile(NS, "late").started is None
+    settle(r.admit())  # a pass now counts afresh, and admits it
+    assert fake.jobs_created() == [manifests.child_name(ref(vgj("late")))]
+
+
 def test_jobs_admitted_at_once_count_against_the_caps() -> None:
     """Against the cluster-wide cap, and the namespace's share of it."""
     r, fake = setup([vgj("a", 1), vgj("b", 2)], max_running=2)  # half of 2 per namespace: 1
