@@ -51,6 +51,12 @@ def namespace_cap(max_running: int, max_per_namespace: int, share_percent: int) 
     return 0
 
 
+def fits(held_total: int, held_in_namespace: int, gpus: int, max_running: int, max_per_namespace: int) -> bool:
+    """Whether `gpus` more fit both caps (0 means no cap), given what is held in all and in the namespace."""
+    global_ok = max_running == 0 or held_total + gpus <= max_running
+    return global_ok and (max_per_namespace == 0 or held_in_namespace + gpus <= max_per_namespace)
+
+
 def plan_admission(
     waiting: list[Waiting],
     running: Counter[str],
@@ -66,9 +72,7 @@ def plan_admission(
     admit: list[tuple[str, str]] = []
     left: list[Waiting] = []
     for item in order(waiting):
-        global_ok = max_running == 0 or total + item.gpus <= max_running
-        ns_ok = max_per_namespace == 0 or per_ns[item.namespace] + item.gpus <= max_per_namespace
-        if global_ok and ns_ok:
+        if fits(total, per_ns[item.namespace], item.gpus, max_running, max_per_namespace):
             admit.append(item.key)
             total += item.gpus
             per_ns[item.namespace] += item.gpus

@@ -63,6 +63,7 @@ from videogen_operator.phases import (
 from videogen_operator.priorities import check_priority_class
 from videogen_operator.queue import (
     Waiting,
+    fits,
     further_back_message,
     namespace_cap,
     plan_admission,
@@ -229,6 +230,11 @@ def job_finished(job: Mapping[str, Any]) -> bool:
         c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
         for c in (job.get("status") or {}).get("conditions") or []
     )
+
+
+def _spec_gpus(spec: Mapping[str, Any]) -> int:
+    """GPUs a job asks for (spec.resources.gpus, 1 when unset): its slots under the caps."""
+    return int((spec.get("resources") or {}).get("gpus") or 1)
 
 
 @dataclass
@@ -515,10 +521,11 @@ class Reconciler:
         self._move(p, base, Phase.QUEUED, Reason.MODEL_NOT_READY, message)
 
     def _caps_text(self) -> str:
-        per_ns = namespace_cap(
-            self.settings.max_running, self.settings.max_running_per_namespace, self.settings.namespace_share_percent
+        return (
+            further_back_message(0, self.settings.max_running, self._namespace_cap())
+            .rpartition("(cap: ")[2]
+            .rstrip(")")
         )
-        return further_back_message(0, self.settings.max_running, per_ns).rpartition("(cap: ")[2].rstrip(")")
 
     def _kueue_state(self, p: _Pass) -> tuple[str, str]:
         """WaitingForAdmission, or LocalQueueMissing when Kueue has no such queue (nothing would ever admit it)."""
@@ -967,11 +974,7 @@ class Reconciler:
                 uids[key] = entry.uid
                 bodies[key] = vgj
             self._queue_entries = entries  # only unfinished jobs' entries live on
-            per_ns = namespace_cap(
-                self.settings.max_running,
-                self.settings.max_running_per_namespace,
-                self.settings.namespace_share_percent,
-            )
+            per_ns = self._namespace_cap()
             plan = plan_admission(waiting, running, self.settings.max_running, per_ns)
             gpus_of = {w.key: w.gpus for w in waiting}
             claimed = Counter(running)
@@ -990,6 +993,13 @@ class Reconciler:
                         launched.append(scheduled)
         return launched
 
+    def _namespace_cap(self) -> int:
+        return namespace_cap(
+            self.settings.max_running,
+            self.settings.max_running_per_namespace,
+            self.settings.namespace_share_percent,
+        )
+
     def _admit_at_once(self, p: _Pass) -> concurrent.futures.Future[None] | None:
         """Admit a new job from its first reconcile, without waiting for the next admission pass,
         when that pass could decide nothing else: the last pass left no job waiting, no job that
@@ -1000,23 +1010,22 @@ class Reconciler:
         a pass every period, and a replica that stopped being the active one (another may have
         started jobs meanwhile) runs none. Returns the start it launched, or None."""
         key = (p.ref.namespace, p.ref.name)
-        gpus = int(((p.body.get("spec") or {}).get("resources") or {}).get("gpus") or 1)
+        gpus = _spec_gpus(p.body.get("spec") or {})
         with self._admission_lock:
-            claimed = self._claimed
-            if claimed is None or not self._nothing_waits or self._handed_over or key in self._launching:
+            claimed, counted_at = self._claimed, self._claimed_at
+            if claimed is None or counted_at is None or not self._nothing_waits or self._handed_over:
                 return None
-            age = abs((self.clock() - (self._claimed_at or self.clock())).total_seconds())
-            if age > CLAIMED_MAX_AGE_PERIODS * self.settings.resync_seconds:
+            if key in self._launching:
+                return None
+            if (
+                abs((self.clock() - counted_at).total_seconds())
+                > CLAIMED_MAX_AGE_PERIODS * self.settings.resync_seconds
+            ):
                 return None
             if not self._model_ready(p.body.get("spec") or {}):
                 return None  # it waits for its catalog model, not for a GPU (the pass says so)
-            per_ns = namespace_cap(
-                self.settings.max_running,
-                self.settings.max_running_per_namespace,
-                self.settings.namespace_share_percent,
-            )
             cap = self.settings.max_running
-            if (cap and sum(claimed.values()) + gpus > cap) or (per_ns and claimed[key[0]] + gpus > per_ns):
+            if not fits(sum(claimed.values()), claimed[key[0]], gpus, cap, self._namespace_cap()):
                 return None  # it waits: the pass gives it its place
             claimed[key[0]] += gpus
             self._launching[key] = (p.ref.uid, key[0], gpus)
@@ -1041,9 +1050,7 @@ class Reconciler:
         resources = spec.get("resources") or {}
         priority_class = str(resources.get("priorityClassName") or "")
         created = parse_time(meta.get("creationTimestamp")) or self.clock()
-        item = Waiting(
-            key[0], key[1], self.kube.priority_of(priority_class or None), created, int(resources.get("gpus") or 1)
-        )
+        item = Waiting(key[0], key[1], self.kube.priority_of(priority_class or None), created, _spec_gpus(spec))
         return _QueueEntry(
             uid=uid,
             version=version,

@@ -12,6 +12,7 @@ from concurrent.futures import wait as settle
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from kubernetes.client.exceptions import ApiException
 
 from videogen_api import v1alpha1 as api
@@ -268,15 +269,18 @@ def test_jobs_admitted_at_once_count_against_the_caps() -> None:
     assert status_of(r, "c")["queuePosition"] == 1
 
 
-def test_a_new_job_never_starts_ahead_of_one_that_waits() -> None:
+@pytest.mark.parametrize("newcomer_namespace", [NS, "team-b"], ids=["same-tenant", "second-tenant"])
+def test_a_new_job_never_starts_ahead_of_one_that_waits(newcomer_namespace: str) -> None:
     """A freed GPU goes to the job that waited, even when a new job's reconcile sees room first: here a
-    2-GPU job waits behind a running one (cap 2), and a 1-GPU newcomer would fit the count of the
-    last pass."""
+    2-GPU job waits behind a running one (cap 2), and a 1-GPU newcomer (of the same tenant, or of a
+    second tenant) would fit the count of the last pass."""
     holder, job, pod = _running_holder("Running")
     pods = {"j": [pod]}
     waited = queued("waited", 1, resources={"gpus": 2})
+    newcomer = vgj("newcomer", 2)
+    newcomer["metadata"]["namespace"] = newcomer_namespace
     r, fake = setup(
-        [holder, waited, vgj("newcomer", 2)],
+        [holder, waited, newcomer],
         jobs={"uid-holder": [job]},
         pods=pods,
         max_running=2,
@@ -285,7 +289,7 @@ def test_a_new_job_never_starts_ahead_of_one_that_waits() -> None:
     settle(r.admit())
     assert fake.jobs_created() == [] and status_of(r, "waited")["queuePosition"] == 1
     pods["j"] = [slim_pod({"metadata": {"name": "holder-pod", "namespace": NS}, "status": {"phase": "Succeeded"}})]
-    assert r.reconcile(NS, "newcomer").started is None
+    assert r.reconcile(newcomer_namespace, "newcomer").started is None
     settle(r.admit())
     assert fake.jobs_created() == [manifests.child_name(ref(waited))]
 
