@@ -105,6 +105,11 @@ class Runtime:
         self.last_sweep = time.monotonic()
         self.sweeps = 0
         self.active = False
+        # Whether kopf's indices (runner Jobs and Pods) have listed once: the sweep is started by the
+        # startup handler, before kopf's watches list, and a pass that saw no Jobs would count the
+        # cap's GPUs free. kopf runs no event handler before every index has listed, so the first
+        # handler call sets it (_handler_runtime); until then the sweep acts on nothing.
+        self.indexed = False
         self.heap = HeapTrimmer()
 
     def _work(self, key: Hashable) -> None:
@@ -152,7 +157,7 @@ class Runtime:
             self.active = False
             if not is_transient(err):
                 raise
-        if not self.active:
+        if not self.active or not self.indexed:
             return
         self.sweeps += 1
         full = self.sweeps % FULL_SWEEP_EVERY == 1
@@ -205,9 +210,13 @@ class UnusedDiffBase(kopf.DiffBaseStorage):
         return None
 
 
-def _runtime(memo: kopf.Memo) -> Runtime:
+def _handler_runtime(memo: kopf.Memo) -> Runtime:
+    """The runtime, for an event handler. kopf calls none before each of its indices has listed
+    once (kopf/_core/reactor/processing.py waits for `operator_indexed`), so a call here also says
+    the views hold every runner Job and Pod: the sweep may act from now on."""
     runtime = memo.get("runtime")
     assert isinstance(runtime, Runtime)
+    runtime.indexed = True
     return runtime
 
 
@@ -338,7 +347,7 @@ def sweep_probe(memo: kopf.Memo, **_: Any) -> float:
 async def videogenjob_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     obj = event["object"]
     meta = obj.get("metadata") or {}
-    runtime = _runtime(memo)
+    runtime = _handler_runtime(memo)
     views = runtime.reconciler.views
     if event["type"] == "DELETED":
         views.apply_vgj_event(obj, deleted=True)
@@ -365,7 +374,7 @@ async def videogenmodel_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -
     """A model changed: reconcile it, and the unfinished jobs that name it (they may wait for it)."""
     obj = event["object"]
     name = str((obj.get("metadata") or {}).get("name") or "")
-    runtime = _runtime(memo)
+    runtime = _handler_runtime(memo)
     if event["type"] != "DELETED":
         await runtime.dispatch.kick(ModelKey(name))
     waiting = [
@@ -384,7 +393,7 @@ def _owner_key(body: kopf.Body) -> tuple[str, str] | None:
 
 @kopf.on.event("batch", "v1", "jobs", labels=RUNNER_LABELS)
 async def job_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    runtime = _runtime(memo)
+    runtime = _handler_runtime(memo)
     key = _owner_key(body)
     kicks = [runtime.dispatch.kick(key)] if key else []
     if job_finished(body):
@@ -396,16 +405,18 @@ async def job_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event("", "v1", "pods", labels=RUNNER_LABELS)
 async def pod_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    runtime = _handler_runtime(memo)
     key = _owner_key(body)
     if key:
-        await _runtime(memo).dispatch.kick(key)
+        await runtime.dispatch.kick(key)
 
 
 async def workload_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Kueue changed a Workload of one of our runner Jobs: reconcile its VideoGenJob."""
+    runtime = _handler_runtime(memo)
     key = kueue.owner_key(body) if kueue.is_runner_workload(body) else None
     if key:
-        await _runtime(memo).dispatch.kick(key)
+        await runtime.dispatch.kick(key)
 
 
 def watch_kueue_workloads(settings: OperatorSettings) -> bool:

@@ -9,8 +9,9 @@ few, so their indices stay kopf's.
 
 kopf indices are the informer: each watch does one paginated LIST at start-up
 (`settings.watching.chunk_size`), then streams changes, and kopf does not run any
-handler before every index is filled, so the first admission pass already sees
-every running Job. Jobs and Pods are filtered by label on the server
+handler before every index is filled; the periodic sweep (started before kopf's
+watches) waits for the first handler call (handlers.Runtime.indexed), so the first
+admission pass already sees every running Job. Jobs and Pods are filtered by label on the server
 (`settings.watching.label_selectors`), so the operator never streams the
 cluster's other Pods and Jobs.
 

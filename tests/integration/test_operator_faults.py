@@ -239,6 +239,34 @@ def test_two_operator_replicas_never_exceed_the_cap_nor_regress_a_phase(jobs: Jo
     assert sorted(j["metadata"]["annotations"]["videogen.dev/owner"] for j in jobs.runner_jobs()) == names
 
 
+def test_an_operator_restarted_with_its_cap_full_starts_no_job_until_a_gpu_frees(
+    jobs: Jobs, start_operator: Any
+) -> None:
+    """A restarted operator's first admission pass must count the Jobs that hold the cap: it runs
+    only once kopf's indices have listed them (helm upgrade, a rescheduled pod)."""
+    op = start_operator(max_running=2, extra_runner_env=SLOW_RUNNER)
+    held, waiting = ["held-1", "held-2"], ["waits-1", "waits-2"]
+    for name in held:
+        jobs.apply(tiny_job(name, steps=40, cache=False))
+    for name in held:
+        jobs.wait_phase(name, "Running", timeout=180)
+    for name in waiting:
+        jobs.apply(tiny_job(name, cache=False))
+    for name in waiting:
+        jobs.wait_phase(name, "Queued", timeout=60)
+    op.stop()
+    start_operator(max_running=2, extra_runner_env=SLOW_RUNNER)
+    # Until a held job ends, no waiting job may have a Job (the cap's GPUs are all held).
+    early: list[str] = []
+    while not any(jobs.status(n).get("phase") in ("Succeeded", "Failed") for n in held):
+        owners = [j["metadata"]["annotations"]["videogen.dev/owner"] for j in jobs.runner_jobs()]
+        early.extend(o for o in owners if o in waiting)
+        time.sleep(0.2)
+    assert early == [], f"started over the cap after the restart: {sorted(set(early))}"
+    for name in held + waiting:
+        assert jobs.wait_phase(name, "Succeeded", "Failed", timeout=400)["phase"] == "Succeeded"
+
+
 REFUSE_JOB_NAME = """
 apiVersion: admissionregistration.k8s.io/v1
 kind: ValidatingAdmissionPolicy
