@@ -89,6 +89,8 @@ class ObjectStore:
                 response_checksum_validation="when_required",
             ),
         )
+        # The client's own endpoint and region (resolved from settings or the environment).
+        self._presigner = presign.CheckedPresigner(self._s3.meta.endpoint_url, self._s3.meta.region_name)
 
     # ------------------------------------------------------------------ presigning
 
@@ -100,15 +102,32 @@ class ObjectStore:
         return self.presign_op("get_object", seconds, Bucket=bucket, Key=key)
 
     def presign_op(self, operation: str, seconds: int, **params: Any) -> str:
+        """A presigned URL; signed by presign.py where it reproduced botocore for its shape."""
         seconds = max(1, min(seconds, api.MAX_PRESIGN_SECONDS))
-        return str(self._s3.generate_presigned_url(operation, Params=params, ExpiresIn=seconds))
+        return self._presigner.presign(
+            operation,
+            params,
+            seconds,
+            self._credentials(),
+            lambda: str(self._s3.generate_presigned_url(operation, Params=params, ExpiresIn=seconds)),
+        )
+
+    def _credentials(self) -> tuple[str, str, str | None] | None:
+        """The client's current credentials (refreshed by the session as they expire), if any."""
+        credentials = self._session.get_credentials()
+        if credentials is None:
+            return None
+        frozen = credentials.get_frozen_credentials()
+        if not frozen.access_key or not frozen.secret_key:
+            return None
+        return (frozen.access_key, frozen.secret_key, frozen.token)
 
     def presign_parts(self, bucket: str, key: str, upload_id: str, count: int, seconds: int) -> list[str]:
         """upload_part URLs for parts 1..count (signed alike after the first: presign.py)."""
         seconds = max(1, min(seconds, api.MAX_PRESIGN_SECONDS))
-        # The session resolves the client's credential chain; presign.py checks its first URL against botocore's.
-        credentials = self._session.get_credentials()
-        secret = credentials.get_frozen_credentials().secret_key if credentials is not None else None
+        # presign.py checks its first URL against botocore's.
+        credentials = self._credentials()
+        secret = credentials[1] if credentials is not None else None
 
         def one(number: int) -> str:
             return self.presign_op(

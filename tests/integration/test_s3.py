@@ -16,8 +16,11 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from videogen_api import v1alpha1 as api
 from videogen_devcluster import S3Server
 from videogen_devcluster.testing import unique_name
+from videogen_operator.results import ObjectStore
+from videogen_operator.settings import OperatorSettings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -133,6 +136,70 @@ class TestSignatures:
         s3.client().put_object(Bucket=bucket, Key="clip.mp4", Body=b"private")
 
         assert fetch(f"{s3.endpoint_url}/{bucket}/clip.mp4")[0] == 403
+
+
+class TestOperatorSignedUrls:
+    """The grant URLs the operator signs itself (presign.py, once a shape matched botocore's) are
+    accepted, and checked, by a real S3 server."""
+
+    def test_put_get_and_abort_through_urls_signed_by_the_operator(
+        self, s3: S3Server, bucket: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
+        monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+        store = ObjectStore(
+            OperatorSettings(
+                s3_bucket=bucket, s3_endpoint=s3.endpoint_url, s3_region="us-east-1", s3_addressing_style="path"
+            )
+        )
+        metadata = {api.S3_METADATA_JOB_UID: "0f6c2a4e-1b7d-4c55-9a1e-3d2b8e7f6a10"}
+        headers = {
+            "Content-Type": "video/mp4",
+            "If-None-Match": "*",
+            f"x-amz-meta-{api.S3_METADATA_JOB_UID}": metadata[api.S3_METADATA_JOB_UID],
+        }
+
+        def put_url(key: str) -> str:
+            return store.presign_op(
+                "put_object", 300, Bucket=bucket, Key=key, ContentType="video/mp4", Metadata=metadata, IfNoneMatch="*"
+            )
+
+        put_url("warm/first.mp4")  # the first of each shape is botocore's, checked against presign.py
+        store.presign_op("get_object", 300, Bucket=bucket, Key="warm/first.mp4")
+        assert {
+            ("PUT", (), ("content-type", "if-none-match", f"x-amz-meta-{api.S3_METADATA_JOB_UID}")),
+            ("GET", (), ()),
+        } <= store._presigner.verified
+
+        payload = os.urandom(200_000)
+        url = put_url("team-a/clip-0f6c2a4e.mp4")
+        assert send("PUT", url, payload, headers)[0] == 200
+        assert send("PUT", url, b"other bytes", headers)[0] == 412, "If-None-Match is signed in and honoured"
+        got = store.presign_op("get_object", 300, Bucket=bucket, Key="team-a/clip-0f6c2a4e.mp4")
+        assert fetch(got) == (200, payload)
+        head = s3.client().head_object(Bucket=bucket, Key="team-a/clip-0f6c2a4e.mp4")
+        assert head["Metadata"][api.S3_METADATA_JOB_UID] == metadata[api.S3_METADATA_JOB_UID]
+        tampered = got.replace("X-Amz-Expires=300", "X-Amz-Expires=301")
+        assert fetch(tampered)[0] == 403
+        wrong_header = {**headers, "Content-Type": "text/html"}
+        assert send("PUT", put_url("team-a/other.mp4"), payload, wrong_header)[0] == 403
+
+        upload_id = store.create_multipart(bucket, "team-a/big.mp4", "video/mp4", metadata)
+        store.presign_op("abort_multipart_upload", 300, Bucket=bucket, Key="team-a/big.mp4", UploadId="x")  # checked
+        abort = store.presign_op("abort_multipart_upload", 300, Bucket=bucket, Key="team-a/big.mp4", UploadId=upload_id)
+        assert ("DELETE", ("uploadId",), ()) in store._presigner.verified
+        assert send("DELETE", abort, b"", {})[0] == 204
+        assert s3.client().list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def send(method: str, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=body or None, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status), bytes(response.read())
+    except urllib.error.HTTPError as e:
+        return int(e.code), bytes(e.read())
 
 
 class TestEnvironment:
