@@ -4,11 +4,12 @@ every other URL of a grant (`QueryPresigner`).
 A job whose video could be large gets up to 64 part URLs in its grant. botocore builds each one
 through its whole request pipeline (about 0.9 ms of CPU apiece), which made presigning the largest
 part of the operator's CPU per job in a burst. The URLs differ only in `partNumber`, so the first
-one comes from botocore and the rest are signed here with the same date, credential scope and
-expiry (AWS Signature Version 4, query-string form, `UNSIGNED-PAYLOAD`, only `host` signed: what
-botocore's S3 query signer does). Before anything is reused, the first URL's signature is
-recomputed here and must equal botocore's: where it does not (a signer botocore changed, session
-credentials, an endpoint with an unusual path), every part falls back to botocore.
+one is presigned as any other (by botocore, or by `CheckedPresigner` below once its shape matched
+botocore's) and the rest are signed here with the same date, credential scope and expiry (AWS
+Signature Version 4, query-string form, `UNSIGNED-PAYLOAD`, only `host` signed: what botocore's S3
+query signer does). Before anything is reused, the first URL's signature is recomputed here and
+must equal the one it carries: where it does not (a signer botocore changed, session credentials,
+an endpoint with an unusual path), every part falls back to the first URL's presigner.
 """
 
 from __future__ import annotations
@@ -179,12 +180,14 @@ class Request:
         )
 
 
-# botocore's S3 operations a grant presigns: method, query names by parameter, signed header names by parameter.
+# botocore's S3 operations a grant presigns (upload_part: the first part, the template of the rest):
+# method, query names by parameter, signed header names by parameter.
 _OPERATIONS: dict[str, tuple[str, dict[str, str], dict[str, str]]] = {
     "get_object": ("GET", {}, {}),
     "put_object": ("PUT", {}, {"ContentType": "content-type", "IfNoneMatch": "if-none-match"}),
     "complete_multipart_upload": ("POST", {"UploadId": "uploadId"}, {"IfNoneMatch": "if-none-match"}),
     "abort_multipart_upload": ("DELETE", {"UploadId": "uploadId"}, {}),
+    "upload_part": ("PUT", {"UploadId": "uploadId", "PartNumber": "partNumber"}, {}),
 }
 
 
@@ -203,7 +206,8 @@ def request_of(operation: str, params: Mapping[str, Any]) -> Request | None:
         isinstance(metadata, Mapping) and all(isinstance(v, str) for v in metadata.values())
     ):
         return None
-    query = tuple((query_names[k], str(rest[k])) for k in query_names if k in rest)
+    # botocore writes the query in the order the parameters were given (the shape keeps that order).
+    query = tuple((query_names[k], str(v)) for k, v in rest.items() if k in query_names)
     headers = [(header_names[k], str(rest[k])) for k in header_names if k in rest]
     headers += [(f"x-amz-meta-{k.lower()}", str(v)) for k, v in (metadata or {}).items()]
     return Request(method, str(params.get("Bucket") or ""), params["Key"], query, tuple(headers))

@@ -24,6 +24,8 @@ GRANT_OPERATIONS: list[tuple[str, dict[str, Any]]] = [
     ("get_object", {}),
     ("complete_multipart_upload", {"UploadId": "2~Vz.abc_DEF-0123+/=", "IfNoneMatch": "*"}),
     ("abort_multipart_upload", {"UploadId": "2~Vz.abc_DEF-0123+/="}),
+    ("upload_part", {"UploadId": "2~Vz.abc_DEF-0123+/=", "PartNumber": 1}),
+    ("upload_part", {"PartNumber": 7, "UploadId": "2~Vz.abc_DEF-0123+/="}),
 ]
 
 
