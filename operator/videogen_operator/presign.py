@@ -176,6 +176,8 @@ class Request:
         return (
             bool(self.bucket)
             and all(_PLAIN.fullmatch(v) for v in (self.bucket, self.key))
+            # No segment a client or proxy might collapse ("a//b", "a/../b"): such keys stay with botocore.
+            and all(segment not in ("", ".", "..") for segment in self.key.split("/"))
             and all(_VISIBLE.fullmatch(v) for _, v in (*self.query, *self.headers))
         )
 
