@@ -1,11 +1,10 @@
 """Faults that used to stall or mis-report the system, against the real API server and runner.
 
 Each test names the fault: an API-refused pod spec, a pod the Job controller may not create
-(a ResourceQuota), a drain whose replacement pod waits
-past the startup deadline, a Job collected right after its pod succeeded, two operator
-replicas, an operator SIGKILLed three times (once between creating the Job and writing
-status), a reconcile that keeps failing (its status writes refused), and an API server restarted
-mid-run.
+(a ResourceQuota), a drain whose replacement pod waits past the startup deadline, a Job collected
+right after its pod succeeded, two operator replicas, an operator restarted while its cap is full,
+an operator SIGKILLed three times (once between creating the Job and writing status), a reconcile
+that keeps failing (its status writes refused), and an API server restarted mid-run.
 """
 
 from __future__ import annotations
