@@ -25,7 +25,7 @@ import kopf
 
 from videogen_api import catalog as cat
 from videogen_api import v1alpha1 as api
-from videogen_operator import heap, kueue, metrics
+from videogen_operator import heap, kueue, metrics, rescan
 from videogen_operator.activity import is_active, own_identity, start_priority
 from videogen_operator.dispatch import Coalescer
 from videogen_operator.heap import HeapTrimmer
@@ -430,7 +430,8 @@ def watch_kueue_workloads(settings: OperatorSettings) -> bool:
     Versionless on purpose: kopf watches the version the cluster prefers (v1beta2 from Kueue
     v0.15, v1beta1 before), whose conditions read the same. Where Kueue is not installed kopf only
     logs "Unresolved resources cannot be served" and the view stays empty; kopf watches CRDs, so a
-    Kueue installed later is picked up without a restart. Workloads carry none of the Job's labels,
+    Kueue installed later is picked up without a restart (and where API discovery lagged the CRD's
+    events, by the re-scan of rescan.py within RESCAN_SECONDS). Workloads carry none of the Job's labels,
     so the server cannot filter them: every Workload streams in, and only ours (our pod template,
     which Kueue copies into the Workload) are kept."""
     namespaces = None if settings.clusterwide else list(settings.namespaces)
@@ -444,4 +445,6 @@ def watch_kueue_workloads(settings: OperatorSettings) -> bool:
         return False
     kopf.index(kueue.GROUP, kueue.WORKLOADS)(workload_index)
     kopf.on.event(kueue.GROUP, kueue.WORKLOADS)(workload_event)
+    # A Kueue installed while the operator runs: kopf may miss it (rescan.py says when and why).
+    rescan.install(kueue.GROUP, kueue.WORKLOADS)
     return True
