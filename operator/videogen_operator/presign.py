@@ -34,6 +34,14 @@ def _hmac(key: bytes, text: str) -> bytes:
     return hmac.new(key, text.encode(), hashlib.sha256).digest()
 
 
+def _derived_key(secret_key: str, day: str, region: str, service: str, terminal: str = "aws4_request") -> bytes:
+    """SigV4's signing key for one day's credential scope."""
+    key = _hmac(f"AWS4{secret_key}".encode(), day)
+    for piece in (region, service, terminal):
+        key = _hmac(key, piece)
+    return key
+
+
 def _canonical_query(params: list[tuple[str, str]]) -> str:
     return "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted(params))
 
@@ -61,10 +69,7 @@ class PartSigner:
             and terminal == "aws4_request"
             and bool(self._signature)
         )
-        key = _hmac(f"AWS4{secret_key}".encode(), day)
-        for piece in (region, service, terminal):
-            key = _hmac(key, piece)
-        self._key = key
+        self._key = _derived_key(secret_key, day, region, service, terminal)
         # botocore signs the path as sent (already percent-encoded), not encoded a second time for S3.
         self._path = parts.path or "/"
         self.usable = self.usable and self._sign(self._query) == self._signature
@@ -229,9 +234,7 @@ class QueryPresigner:
     def _signing_key(self, secret_key: str, day: str) -> bytes:
         key = self._keys.get((secret_key, day))
         if key is None:
-            key = _hmac(f"AWS4{secret_key}".encode(), day)
-            for piece in (self._region, "s3", "aws4_request"):
-                key = _hmac(key, piece)
+            key = _derived_key(secret_key, day, self._region, "s3")
             self._keys = {(secret_key, day): key}  # one day's key at a time
         return key
 
